@@ -1,0 +1,57 @@
+# llm_lab: every target does its own set-up (idempotent; fast the second time).
+#   make test    - set up, then nbdev_test (all notebooks) and pytest (unit, papermill tiny runs, ...)
+#   make repro   - set up, then run every paper at the small scale and write runs/small/report.{md,html}
+#   make lab     - set up, then JupyterLab on 127.0.0.1 with the project kernel
+#   make export  - notebooks -> llm_lab/ (nbdev_export), then clean notebook metadata
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.llm_lab-installed
+SCALE ?= small
+PAPERS ?=
+PORT ?= 8888
+CORPORA := fortunes fortunes-de fortunes-es fortunes-it fortunes-ru
+
+.PHONY: setup venv corpora model test repro lab export clean peers
+
+setup: venv corpora model
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt settings.ini setup.py
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+corpora:
+	@missing=""; \
+	for p in $(CORPORA); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "note: apt-get is not available; install the fortunes corpora ($$missing) or set LLM_LAB_FORTUNES_DIR"; exit 0; fi; \
+	SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	echo "installing Debian text corpora:$$missing"; \
+	$$SUDO apt-get update -qq >/dev/null || true; \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null
+
+model: venv
+	@$(BIN)/llm-lab fetch-model >/dev/null
+
+test: setup
+	$(BIN)/nbdev_test --do_print
+	$(BIN)/pytest -q tests
+
+repro: setup
+	$(BIN)/llm-lab repro --scale $(SCALE) $(if $(PAPERS),--papers $(PAPERS))
+
+lab: setup
+	$(BIN)/jupyter lab --ip 127.0.0.1 --port $(PORT) --no-browser --allow-root --notebook-dir .
+
+export: venv
+	$(BIN)/nbdev_export
+	$(BIN)/nbdev_clean
+
+clean:
+	rm -rf runs _proc .pytest_cache

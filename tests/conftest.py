@@ -1,0 +1,21 @@
+import os, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault('LLM_LAB_PROGRESS', '0')
+
+@pytest.fixture(scope='session')
+def root() -> Path:
+    return ROOT
+
+@pytest.fixture(scope='session')
+def embedded():
+    "The embedded model, loaded once per test session."
+    from llm_lab.models import load_model
+    return load_model()
+
+@pytest.fixture()
+def tiny():
+    from llm_lab.models import tiny_llama
+    return tiny_llama()

@@ -1,0 +1,47 @@
+"Bad inputs give clear errors, never a silent wrong answer."
+import pytest, torch
+from llm_lab.models import load_model
+from llm_lab.kv import KIVICache, quantize, KVStream
+from llm_lab.data import load_corpus, token_blocks
+from llm_lab.evaluate import perplexity
+from llm_lab.repro import load_paper, eval_check, run_papers
+
+
+def test_unknown_model():
+    with pytest.raises(ValueError, match='unknown model'): load_model('gpt-5')
+
+
+@pytest.mark.parametrize('kw', [dict(bits=3), dict(bits=8), dict(key_bits=1), dict(value_bits=3)])
+def test_kivi_unsupported_bits(kw):
+    with pytest.raises(ValueError, match='2 and 4 bits'): KIVICache(**kw)
+
+
+def test_kivi_bad_geometry():
+    with pytest.raises(ValueError, match='multiple of group'): KIVICache(group_size=32, residual_length=48)
+    with pytest.raises(ValueError, match='positive'): KIVICache(group_size=0)
+    with pytest.raises(ValueError, match='>= 0'): KIVICache(residual_length=-1)
+    with pytest.raises(ValueError, match='group size'): quantize(torch.zeros(1, 1, 10, 4), 2, 4, -2)
+    with pytest.raises(ValueError, match='bits'): KVStream(bits=9)
+
+
+def test_empty_corpus(tmp_path):
+    (tmp_path / 'a.txt').write_text('')
+    with pytest.raises(ValueError, match='empty'): load_corpus(str(tmp_path / 'a.txt'))
+
+
+def test_unknown_corpus():
+    with pytest.raises(FileNotFoundError, match='unknown corpus'): load_corpus('wikitext-103-nowhere')
+
+
+def test_perplexity_inputs(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError, match='at least 2 tokens'): perplexity(model, tok, torch.tensor([5]))
+    with pytest.raises(ValueError, match='stride'): perplexity(model, tok, torch.arange(3, 40), context=8, stride=16)
+    with pytest.raises(ValueError, match='fewer than'): token_blocks(tok, ['ab'], 8, 1)
+
+
+def test_repro_inputs():
+    with pytest.raises(FileNotFoundError, match='registered papers: kivi'): load_paper('no-such-paper')
+    with pytest.raises(ValueError, match='unknown scale'): run_papers(['kivi'], scale='huge')
+    with pytest.raises(FileNotFoundError): run_papers(['kivi', 'nope'], scale='tiny')
+    with pytest.raises(ValueError, match='not allowed'): eval_check('open("x")', {})

@@ -1,0 +1,54 @@
+"KIVICache as a transformers Cache, on the embedded model and on tiny_llama."
+import pytest, torch
+from transformers import DynamicCache
+from llm_lab.kv import KIVICache, KVCache
+from llm_lab.evaluate import tensor_bytes, greedy_tokens
+
+
+def test_import_from_family():
+    from llm_lab.kv import KIVICache as K
+    from llm_lab.kv.kivi import KIVICache as K2
+    assert K is K2
+    with pytest.raises(AttributeError): from llm_lab.kv import NoSuchCache  # noqa
+
+
+@pytest.mark.parametrize('bits', [2, 4])
+def test_generate_on_embedded_model(embedded, bits):
+    model, tok = embedded
+    ids = tok('Write one sentence about the sea.', return_tensors='pt')
+    cache = KIVICache(bits=bits, group_size=32, residual_length=32)
+    out = model.generate(**ids, past_key_values=cache, max_new_tokens=40, do_sample=False)
+    assert out.shape[1] == ids.input_ids.shape[1] + 40
+    assert cache.get_seq_length() == out.shape[1] - 1
+    assert cache.memory_bits() == 8 * tensor_bytes(cache)
+    assert cache.memory_bits() < cache.fp_bits(32) / 2
+
+
+def test_batched_generation_with_left_padding(tiny):
+    model, tok = tiny
+    tok.padding_side = 'left'
+    enc = tok(['a short one', 'a much longer prompt than the first one'], return_tensors='pt', padding=True)
+    out = model.generate(**enc, past_key_values=KIVICache(4, group_size=8, residual_length=16), max_new_tokens=24, do_sample=False)
+    assert out.shape == (2, enc.input_ids.shape[1] + 24)
+
+
+def test_crop_then_continue_matches_fresh_decode(tiny):
+    "Speculative decoding's rollback: crop k tokens inside the residual window, continue: same as never having them."
+    model, _ = tiny
+    ids = torch.randint(3, 259, (1, 90), generator=torch.Generator().manual_seed(0))
+    a, b = KIVICache(2, 16, 32), KIVICache(2, 16, 32)
+    with torch.no_grad():
+        model(ids[:, :70], past_key_values=a, use_cache=True); model(ids[:, :70], past_key_values=b, use_cache=True)
+        model(ids[:, 70:75], past_key_values=a, use_cache=True)      # 5 speculative tokens ...
+        a.crop(-5)                                                    # ... rejected
+        la = model(ids[:, 70:73], past_key_values=a, use_cache=True).logits
+        lb = model(ids[:, 70:73], past_key_values=b, use_cache=True).logits
+    assert a.get_seq_length() == b.get_seq_length() == 73
+    torch.testing.assert_close(la, lb)
+
+
+def test_the_peer_quantized_cache_runs(tiny):
+    from llm_lab.kv.kivi import quanto_cache
+    model, _ = tiny
+    ids = torch.randint(3, 259, (1, 40))
+    assert len(greedy_tokens(model, ids, 8, cache=quanto_cache(model, 2, 16, 16))) == 8
