@@ -40,4 +40,4 @@ def test_token_blocks_shape_and_content():
     _, tok = tiny_llama()
     b = token_blocks(tok, ['hello world'] * 10, block_size=16, n_blocks=4)
     assert b.shape == (4, 16)
-    assert tok.decode(b[0]) == 'hello world\n\nhell'
+    assert tok.decode(b[0]) == 'hello world\n\nhel'

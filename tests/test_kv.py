@@ -9,15 +9,16 @@ def test_import_from_family():
     from llm_lab.kv import KIVICache as K
     from llm_lab.kv.kivi import KIVICache as K2
     assert K is K2
-    with pytest.raises(AttributeError): from llm_lab.kv import NoSuchCache  # noqa
+    with pytest.raises(ImportError): from llm_lab.kv import NoSuchCache  # noqa
 
 
 @pytest.mark.parametrize('bits', [2, 4])
 def test_generate_on_embedded_model(embedded, bits):
+    from llm_lab.models import chat_prompt
     model, tok = embedded
-    ids = tok('Write one sentence about the sea.', return_tensors='pt')
+    ids = tok(chat_prompt(tok, 'Write a short story about the sea.'), return_tensors='pt')
     cache = KIVICache(bits=bits, group_size=32, residual_length=32)
-    out = model.generate(**ids, past_key_values=cache, max_new_tokens=40, do_sample=False)
+    out = model.generate(**ids, past_key_values=cache, max_new_tokens=40, min_new_tokens=40, do_sample=False)
     assert out.shape[1] == ids.input_ids.shape[1] + 40
     assert cache.get_seq_length() == out.shape[1] - 1
     assert cache.memory_bits() == 8 * tensor_bytes(cache)

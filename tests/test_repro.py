@@ -85,4 +85,4 @@ def test_a_failing_notebook_is_a_row_and_the_others_run(tmp_path, monkeypatch, r
     assert entries['good']['status']['status'] == 'ok'
     assert entries['good']['claims'][0]['verdict'] == 'reproduced'
     report = (run_dir / 'report.md').read_text()
-    assert 'this paper is broken' in report and '| good | ok' in report
+    assert 'this paper is broken' in report and '[good](#good) | ok' in report
