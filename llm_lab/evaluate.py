@@ -18,11 +18,12 @@ from .core import progress, atomic_write_text
 from .data import token_stream, load_corpus, LANGUAGES
 
 # %% auto #0
-__all__ = ['CacheFactory', 'LAB_TASKS', 'token_logprobs', 'Perplexity', 'perplexity', 'greedy_tokens', 'agreement',
-           'tensor_bytes', 'peak_memory', 'decode_speed', 'LabLM', 'lab_task', 'evaluate_tasks']
+__all__ = ['CacheFactory', 'DEFAULT_CHUNK', 'LAB_TASKS', 'token_logprobs', 'Perplexity', 'perplexity', 'greedy_tokens',
+           'agreement', 'tensor_bytes', 'peak_memory', 'decode_speed', 'LabLM', 'lab_task', 'evaluate_tasks']
 
-# %% ../nbs/03_evaluate.ipynb #de52b99d
+# %% ../nbs/03_evaluate.ipynb #b84b98d0
 CacheFactory = Callable[[], 'transformers.Cache']
+DEFAULT_CHUNK = 16  # tokens per forward when reading through a cache, unless told otherwise
 
 @torch.no_grad()
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -36,7 +37,7 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor 
     if chunk is None and cache is None:
         chunks = [(0, T)]
     else:
-        if chunk is None: chunk = T
+        if chunk is None: chunk = DEFAULT_CHUNK  # never one prefill: a cache attends to its own prompt in full precision
         if chunk < 1: raise ValueError(f"chunk must be >= 1, got {chunk}")
         if cache is None: cache = DynamicCache()
         chunks = [(s, min(s + chunk, T)) for s in range(0, T, chunk)]
@@ -52,7 +53,7 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor 
         logps.append(lp.gather(-1, tgt[..., None])[..., 0]); greedy.append(lp.argmax(-1) == tgt)
     return torch.cat(logps, 1), torch.cat(greedy, 1)
 
-# %% ../nbs/03_evaluate.ipynb #8e8b83b0
+# %% ../nbs/03_evaluate.ipynb #47bb95fa
 @dataclass
 class Perplexity:
     "A perplexity with what it was computed on."
@@ -71,7 +72,6 @@ def perplexity(model, tokenizer, texts: Sequence[str] | torch.Tensor, context: i
     ids = texts if isinstance(texts, torch.Tensor) else token_stream(tokenizer, list(texts), max_tokens)
     if max_tokens is not None: ids = ids[:max_tokens]
     if len(ids) < 2: raise ValueError("need at least 2 tokens for a perplexity")
-    if cache_factory is not None and chunk is None: chunk = 16
     starts, prev_end, total, n, windows = [], 0, 0.0, 0, 0
     for begin in range(0, len(ids), stride):
         end = min(begin + context, len(ids)); starts.append((begin, end, end - prev_end)); prev_end = end

@@ -213,7 +213,7 @@ def run_papers(papers: Sequence[str] | None = None, scale: str = 'tiny', run_nam
     write_report(run_dir)
     return run_dir
 
-# %% ../nbs/90_repro.ipynb #45bd20cb
+# %% ../nbs/90_repro.ipynb #d258b69d
 def collect_run(run_dir: str | Path) -> list[dict]:
     "One entry per paper folder of a run: status, metrics, claim rows."
     run_dir, out = Path(run_dir), []
@@ -225,6 +225,7 @@ def collect_run(run_dir: str | Path) -> list[dict]:
         try: paper = load_paper(d.name)
         except FileNotFoundError: paper = None
         rows = check_claims(paper, rec['metrics'], st.get('scale')) if paper and st.get('status') == 'ok' else []
+        st.setdefault('model', None); st['model'] = st['model'] or rec.get('run', {}).get('model')  # the notebook's default
         out.append(dict(id=d.name, title=paper.title if paper else d.name, url=paper.url if paper else '', status=st,
                         metrics=rec['metrics'], figures=rec.get('run', {}).get('figures', []), claims=rows))
     return out

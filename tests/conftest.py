@@ -4,6 +4,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault('LLM_LAB_PROGRESS', '0')
+# The lab must work with no hub at all: every test (and every papermill kernel they start) runs offline.
+os.environ['HF_HUB_OFFLINE'] = '1'
+os.environ['HF_DATASETS_OFFLINE'] = '1'
 
 @pytest.fixture(scope='session')
 def root() -> Path:
