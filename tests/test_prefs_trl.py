@@ -1,0 +1,89 @@
+"Cross-implementation: the same tiny model and batch through TRL's trainers and through llm_lab.prefs give the same loss and gradients at step 0."
+import tempfile, warnings
+import pytest, torch
+from datasets import Dataset
+from llm_lab.models import tiny_llama
+from llm_lab.prefs.logps import completion_logps, TokenizedBatch
+from llm_lab.prefs import losses as L
+
+warnings.filterwarnings('ignore', category=FutureWarning)
+DATA = {'prompt': ['2+2=', 'The sky is', 'Hello', 'Name a fruit:'],
+        'chosen': [' 4', ' blue today', ' world', ' apple, a red one'],
+        'rejected': [' 5', ' green', ' there my good friend', ' car']}
+
+
+def ours(model, batch, n_branches=2):
+    "Our completion log-probs on TRL's own tensors, split into branches."
+    b = TokenizedBatch(batch['input_ids'], batch['attention_mask'], batch['completion_mask'])
+    out = completion_logps(model, b)
+    return out.logps.chunk(n_branches), out.lengths.chunk(n_branches)
+
+
+def grads(model):
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def compare(model, trl_loss, our_loss):
+    model.zero_grad(); trl_loss.backward(); g_trl = grads(model)
+    model.zero_grad(); our_loss.backward(); g_ours = grads(model)
+    torch.testing.assert_close(our_loss, trl_loss.detach().to(our_loss.dtype), rtol=1e-5, atol=1e-6)
+    assert g_trl.keys() == g_ours.keys() and g_trl
+    for k in g_trl: torch.testing.assert_close(g_ours[k], g_trl[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+CASES = [('sigmoid', {}, lambda lp, n, rlp, **_: L.dpo_loss(lp[0], lp[1], rlp[0], rlp[1], beta=0.1)),
+         ('hinge', {}, lambda lp, n, rlp, **_: L.hinge_loss(lp[0], lp[1], rlp[0], rlp[1], beta=0.1)),
+         ('ipo', {}, lambda lp, n, rlp, **_: L.ipo_loss(lp[0], lp[1], rlp[0], rlp[1], n[0], n[1], beta=0.1)),
+         ('robust', {'label_smoothing': 0.2}, lambda lp, n, rlp, **_: L.robust_dpo_loss(lp[0], lp[1], rlp[0], rlp[1], beta=0.1, label_smoothing=0.2)),
+         ('sigmoid_norm', {}, lambda lp, n, rlp, **_: L.ln_dpo_loss(lp[0], lp[1], rlp[0], rlp[1], n[0], n[1], beta=0.1))]
+
+
+@pytest.mark.parametrize('loss_type,extra,fn', CASES, ids=[c[0] for c in CASES])
+def test_dpo_trainer_parity(loss_type, extra, fn):
+    from trl import DPOConfig, DPOTrainer
+    model, tok = tiny_llama(seed=1); ref, _ = tiny_llama(seed=2)   # a reference that differs, so margins are not 0
+    args = DPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=4, beta=0.1, loss_type=[loss_type], report_to=[],
+                     max_length=64, use_cpu=True, bf16=False, **extra)
+    tr = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=Dataset.from_dict(DATA), processing_class=tok)
+    batch = next(iter(tr.get_train_dataloader()))
+    model.train()
+    trl_loss = tr.compute_loss(model, batch)
+    lp, n = ours(model, batch)
+    with torch.no_grad(): rlp, _ = ours(ref, batch)
+    our_loss, metrics = fn(lp, n, rlp)
+    compare(model, trl_loss, our_loss)
+
+
+def test_dpo_step0_is_ln2_through_trl_and_ours():
+    from trl import DPOConfig, DPOTrainer
+    model, tok = tiny_llama(seed=1); ref, _ = tiny_llama(seed=1)
+    args = DPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=4, report_to=[], max_length=64, use_cpu=True)
+    tr = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=Dataset.from_dict(DATA), processing_class=tok)
+    batch = next(iter(tr.get_train_dataloader()))
+    # TRL 1.16 gives 0.69319 here, not ln 2 to 1e-6, although policy and reference are the same weights: its
+    # policy forward (fused lm-head log-probs) and reference forward differ at the 1e-5 level. Ours is exact.
+    assert tr.compute_loss(model, batch).item() == pytest.approx(0.693147, abs=1e-4)
+    lp, _ = ours(model, batch)
+    loss, m = L.dpo_loss(lp[0], lp[1], lp[0].detach(), lp[1].detach())
+    assert loss.item() == pytest.approx(0.693147, abs=1e-6) and m['rewards/margins'] == 0 and m['rewards/accuracies'] == 0
+
+
+TPO_CASES = [('sigmoid', 0.05, {}, lambda lp, n: L.tpo_loss(lp[0], lp[1], lp[2], n[2], beta=0.1, alpha=0.05)),
+             ('tpo-l', 0.05, {'tpo_l_gamma': 0.5},
+              lambda lp, n: L.tpo_loss(lp[0], lp[1], lp[2], n[2], n[0], n[1], beta=0.1, alpha=0.05, gamma=0.5, length_normalized=True))]
+
+
+@pytest.mark.parametrize('loss_type,alpha,extra,fn', TPO_CASES, ids=[c[0] for c in TPO_CASES])
+def test_tpo_trainer_parity(loss_type, alpha, extra, fn):
+    from trl.experimental.tpo import TPOConfig, TPOTrainer
+    model, tok = tiny_llama(seed=1)
+    data = {**DATA, 'reference': [' 4', ' blue', ' world!', ' a banana']}
+    args = TPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=4, beta=0.1, loss_type=loss_type, tpo_alpha=alpha,
+                     report_to=[], max_length=64, use_cpu=True, bf16=False, **extra)
+    tr = TPOTrainer(model=model, args=args, train_dataset=Dataset.from_dict(data), processing_class=tok)
+    batch = next(iter(tr.get_train_dataloader()))
+    model.train()
+    trl_loss = tr.compute_loss(model, batch)
+    lp, n = ours(model, batch, 3)
+    our_loss, _ = fn(lp, n)
+    compare(model, trl_loss, our_loss)
