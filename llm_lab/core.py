@@ -45,11 +45,11 @@ def get_dtype(dtype: str | torch.dtype | None = 'auto', device: str | torch.devi
     if dtype not in _DTYPES: raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or 'auto'")
     return _DTYPES[dtype]
 
-# %% ../nbs/00_core.ipynb #e27c0074
+# %% ../nbs/00_core.ipynb #31fa1302
 def progress(iterable: Iterable | None = None, desc: str | None = None, total: int | None = None, leave: bool = False, **kw):
     "A `tqdm` progress bar (notebook-aware) unless `LLM_LAB_PROGRESS=0`."
     from tqdm.auto import tqdm
-    disable = os.environ.get('LLM_LAB_PROGRESS', '1') in ('0', 'false', 'False')
+    disable = kw.pop('disable', False) or os.environ.get('LLM_LAB_PROGRESS', '1') in ('0', 'false', 'False')
     return tqdm(iterable, desc=desc, total=total, leave=leave, disable=disable, **kw)
 
 # %% ../nbs/00_core.ipynb #c088edf6
