@@ -101,7 +101,7 @@ def agreement(reference: torch.Tensor, other: torch.Tensor) -> dict:
     prefix = int(eq.long().cumprod(0).sum())
     return dict(match=eq.float().mean().item(), prefix=prefix, n=n)
 
-# %% ../nbs/03_evaluate.ipynb #63931e7e
+# %% ../nbs/03_evaluate.ipynb #82c86ad4
 def tensor_bytes(obj, _seen: set | None = None, _depth: int = 0) -> int:
     "Bytes of all distinct tensor storages reachable from `obj` (attributes, lists, tuples, dicts)."
     seen = set() if _seen is None else _seen
@@ -121,6 +121,12 @@ def tensor_bytes(obj, _seen: set | None = None, _depth: int = 0) -> int:
         return sum(tensor_bytes(o, seen, _depth + 1) for o in vars(obj).values())
     return 0
 
+def _trim():
+    "Return free heap memory to the OS (glibc's malloc_trim), so that resident-set deltas measure new allocations."
+    try:
+        import ctypes; ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError): pass
+
 def _rss() -> int:
     with open('/proc/self/statm') as f: return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
 
@@ -137,6 +143,7 @@ def peak_memory(device: torch.device | str | None = None):
         return
     if not os.path.exists('/proc/self/statm'):
         yield res; return
+    _trim()  # give freed heap memory back first, or a block reusing an earlier block's freed memory would look free
     base, peak, stop = _rss(), [0], threading.Event()
     def sample():
         while not stop.is_set(): peak[0] = max(peak[0], _rss()); time.sleep(0.002)

@@ -13,7 +13,8 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['LOSSES', 'REFERENCE_FREE', 'reward_metrics', 'dpo_loss', 'robust_dpo_loss', 'hinge_loss', 'ipo_loss', 'ln_dpo_loss',
-           'log1mexp', 'simpo_loss', 'cpo_loss', 'orpo_loss', 'tpo_loss', 'kto_loss', 'loss_inputs', 'call_loss']
+           'log1mexp', 'simpo_loss', 'cpo_loss', 'orpo_loss', 'tpo_loss', 'sft_loss', 'kto_loss', 'loss_inputs',
+           'call_loss']
 
 # %% ../../nbs/07_pref_losses.ipynb #2280a7b5
 def _check(beta: float | None = None, **tensors):
@@ -141,7 +142,14 @@ def tpo_loss(chosen_logps: Tensor, rejected_logps: Tensor, gold_logps: Tensor, g
     loss = (-F.logsigmoid(beta * (c - r) - gamma)).mean() + alpha * nll
     return loss, {**reward_metrics(beta * c, beta * r, c, r), 'nll_loss': nll.item()}
 
-# %% ../../nbs/07_pref_losses.ipynb #72f1bbcf
+# %% ../../nbs/07_pref_losses.ipynb #ef53cc16
+def sft_loss(chosen_logps: Tensor, rejected_logps: Tensor, chosen_lengths: Tensor) -> tuple[Tensor, dict]:
+    "Supervised fine-tuning on the chosen completions: token-level NLL (the rejected ones are only reported)."
+    _check(None, chosen_logps=chosen_logps, rejected_logps=rejected_logps, chosen_lengths=chosen_lengths)
+    nll = _token_nll(chosen_logps, chosen_lengths)
+    return nll, {**reward_metrics(chosen_logps, rejected_logps, chosen_logps, rejected_logps), 'nll_loss': nll.item()}
+
+# %% ../../nbs/07_pref_losses.ipynb #c99d98d7
 def kto_loss(logps: Tensor, ref_logps: Tensor, desirable: Tensor, kl_logps: Tensor, ref_kl_logps: Tensor,
              beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> tuple[Tensor, dict]:
     "KTO: unpaired examples (`desirable` bool per example) against the detached KL reference point z0."
@@ -159,11 +167,11 @@ def kto_loss(logps: Tensor, ref_logps: Tensor, desirable: Tensor, kl_logps: Tens
     m['rewards/margins'] = m['rewards/chosen'] - m['rewards/rejected']
     return per.mean(), m
 
-# %% ../../nbs/07_pref_losses.ipynb #282c6d99
+# %% ../../nbs/07_pref_losses.ipynb #d022e20e
 LOSSES: dict[str, Callable] = {'dpo': dpo_loss, 'robust': robust_dpo_loss, 'hinge': hinge_loss, 'ipo': ipo_loss,
                                'ln_dpo': ln_dpo_loss, 'simpo': simpo_loss, 'cpo': cpo_loss, 'orpo': orpo_loss,
-                               'tpo': tpo_loss, 'kto': kto_loss}
-REFERENCE_FREE = {'simpo', 'cpo', 'orpo', 'tpo'}
+                               'tpo': tpo_loss, 'kto': kto_loss, 'sft': sft_loss}
+REFERENCE_FREE = {'simpo', 'cpo', 'orpo', 'tpo', 'sft'}
 
 def loss_inputs(name: str) -> list[str]:
     "The tensor arguments a loss reads (its hyper-parameters excluded)."
