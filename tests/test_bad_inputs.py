@@ -45,3 +45,20 @@ def test_repro_inputs():
     with pytest.raises(ValueError, match='unknown scale'): run_papers(['kivi'], scale='huge')
     with pytest.raises(FileNotFoundError): run_papers(['kivi', 'nope'], scale='tiny')
     with pytest.raises(ValueError, match='not allowed'): eval_check('open("x")', {})
+
+
+def test_preference_inputs(tiny):
+    from llm_lab.prefs.logps import tokenize_completions
+    from llm_lab.prefs.losses import dpo_loss, simpo_loss, call_loss
+    from llm_lab.prefs.trainer import PrefConfig
+    model, tok = tiny
+    with pytest.raises(ValueError, match='empty'): tokenize_completions(tok, ['a prompt'], [''])
+    with pytest.raises(ValueError, match='2 prompts but 1'): tokenize_completions(tok, ['a', 'b'], ['c'])
+    s = -torch.rand(4) - 1
+    with pytest.raises(ValueError, match='batch size mismatch'): dpo_loss(s, s[:3], s, s)
+    with pytest.raises(ValueError, match='beta must be > 0'): dpo_loss(s, s, s, s, beta=0.0)
+    with pytest.raises(ValueError, match='beta must be > 0'): simpo_loss(s, s, s.abs(), s.abs(), beta=-1.0)
+    with pytest.raises(ValueError, match='NaN'): dpo_loss(s.clone().fill_(float('nan')), s, s, s)
+    with pytest.raises(ValueError, match='positive log-probabilities'): dpo_loss(-s, s, s, s)
+    with pytest.raises(ValueError, match='needs'): call_loss('ipo', {'chosen_logps': s})
+    with pytest.raises(ValueError, match='unknown loss'): PrefConfig('ppo')
