@@ -6,11 +6,12 @@ import pytest, torch
 SCRIPT = textwrap.dedent('''
     import sys, torch
     from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
     from llm_lab.models import tiny_llama
     from llm_lab.synthetic import sentiment_pairs
     from llm_lab.prefs.trainer import PrefTrainer, PrefConfig
     model, tok = tiny_llama(seed=0)
-    acc = Accelerator(cpu=True, split_batches=True)
+    acc = Accelerator(cpu=True, dataloader_config=DataLoaderConfiguration(split_batches=True))
     tr = PrefTrainer(model, tok, sentiment_pairs(64, seed=0), PrefConfig('dpo', steps=3, batch_size=8, lr=1e-3, seed=0), accelerator=acc)
     hist = tr.fit()
     if acc.is_main_process:
