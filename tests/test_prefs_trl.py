@@ -87,3 +87,48 @@ def test_tpo_trainer_parity(loss_type, alpha, extra, fn):
     lp, n = ours(model, batch, 3)
     our_loss, _ = fn(lp, n)
     compare(model, trl_loss, our_loss)
+
+
+def cpo_batch(batch):
+    "Our TokenizedBatch from TRL's CPO/ORPO batch: the completion is where labels are not -100."
+    mk = lambda p: TokenizedBatch(batch[f'{p}_input_ids'], batch[f'{p}_attention_mask'], (batch[f'{p}_labels'] != -100).long())
+    return mk('chosen'), mk('rejected')
+
+
+CPO_CASES = [('sigmoid', {'cpo_alpha': 1.0}, lambda c, r: L.cpo_loss(c.logps, r.logps, c.lengths, beta=0.1, alpha=1.0)),
+             ('simpo', {'cpo_alpha': 0.0, 'simpo_gamma': 0.5},
+              lambda c, r: L.simpo_loss(c.logps, r.logps, c.lengths, r.lengths, beta=0.1, gamma_beta_ratio=0.5 / 0.1))]
+
+
+@pytest.mark.parametrize('loss_type,extra,fn', CPO_CASES, ids=[c[0] for c in CPO_CASES])
+def test_cpo_trainer_parity(loss_type, extra, fn):
+    "TRL's CPOTrainer: CPO (with its NLL term) and SimPO (cpo_alpha=0, TRL's simpo_gamma = our beta * gamma_beta_ratio)."
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+    model, tok = tiny_llama(seed=1)
+    args = CPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=4, beta=0.1, loss_type=loss_type, report_to=[],
+                     max_length=64, use_cpu=True, **extra)
+    tr = CPOTrainer(model=model, args=args, train_dataset=Dataset.from_dict(DATA), processing_class=tok)
+    batch = next(iter(tr.get_train_dataloader()))
+    model.train()
+    trl_loss = tr.compute_loss(model, batch)
+    c, r = (completion_logps(model, b) for b in cpo_batch(batch))
+    our_loss, _ = fn(c, r)
+    compare(model, trl_loss, our_loss)
+
+
+def test_orpo_odds_ratio_parity():
+    "TRL's ORPOTrainer: the same average log-probs and the same odds-ratio term (TRL's NLL also counts prompt tokens, ours does not)."
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+    model, tok = tiny_llama(seed=1)
+    args = ORPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=4, beta=0.1, report_to=[], max_length=64, use_cpu=True)
+    tr = ORPOTrainer(model=model, args=args, train_dataset=Dataset.from_dict(DATA), processing_class=tok)
+    batch = next(iter(tr.get_train_dataloader()))
+    out = tr.concatenated_forward(model, batch)
+    trl_c, trl_r = out[0], out[1]
+    c, r = (completion_logps(model, b) for b in cpo_batch(batch))
+    torch.testing.assert_close(c.mean, trl_c.to(c.mean.dtype), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(r.mean, trl_r.to(r.mean.dtype), rtol=1e-5, atol=1e-6)
+    trl_or = tr.odds_ratio_loss(trl_c, trl_r)[0].mean()          # beta * log sigma(log odds)
+    loss, m = L.orpo_loss(c.logps, r.logps, c.lengths, r.lengths, beta=0.1)
+    nll = -c.logps.sum() / c.lengths.sum()
+    torch.testing.assert_close(loss - nll, -trl_or.to(loss.dtype), rtol=1e-5, atol=1e-6)
