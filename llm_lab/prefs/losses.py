@@ -43,49 +43,47 @@ def _logsig_smoothed(z: Tensor, eps: float) -> Tensor:
     "Per-pair -(1-eps) log sigma(z) - eps log sigma(-z): the conservative (label-smoothed) Bradley-Terry loss."
     return -(1 - eps) * F.logsigmoid(z) - eps * F.logsigmoid(-z)
 
-# %% ../../nbs/07_pref_losses.ipynb #7734fa94
-def _dpo_parts(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+# %% ../../nbs/07_pref_losses.ipynb #ce4e9e86
+def _dpo_parts(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, label_smoothing=None, **lengths):
+    "Validate the inputs of a reference-based loss; return the log-ratios h_c, h_r and the reward metrics."
+    _check(beta, chosen_logps=chosen_logps, rejected_logps=rejected_logps, ref_chosen_logps=ref_chosen_logps,
+           ref_rejected_logps=ref_rejected_logps, **lengths)
+    if label_smoothing is not None and not 0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
     hc, hr = chosen_logps - ref_chosen_logps, rejected_logps - ref_rejected_logps
     return hc, hr, reward_metrics(beta * hc, beta * hr, chosen_logps, rejected_logps)
 
 def dpo_loss(chosen_logps: Tensor, rejected_logps: Tensor, ref_chosen_logps: Tensor, ref_rejected_logps: Tensor,
              beta: float = 0.1, label_smoothing: float = 0.0) -> tuple[Tensor, dict]:
     "DPO (sigmoid); `label_smoothing` > 0 gives conservative DPO (cDPO)."
-    _check(beta, chosen_logps=chosen_logps, rejected_logps=rejected_logps, ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
-    if not 0 <= label_smoothing < 0.5: raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
-    hc, hr, m = _dpo_parts(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
+    hc, hr, m = _dpo_parts(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, label_smoothing)
     return _logsig_smoothed(beta * (hc - hr), label_smoothing).mean(), m
 
 def robust_dpo_loss(chosen_logps: Tensor, rejected_logps: Tensor, ref_chosen_logps: Tensor, ref_rejected_logps: Tensor,
                     beta: float = 0.1, label_smoothing: float = 0.1) -> tuple[Tensor, dict]:
     "Robust DPO: the unbiased estimator under label-flip rate `label_smoothing`."
-    _check(beta, chosen_logps=chosen_logps, rejected_logps=rejected_logps, ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
-    if not 0 <= label_smoothing < 0.5: raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
-    hc, hr, m = _dpo_parts(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
+    hc, hr, m = _dpo_parts(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, label_smoothing)
     z, e = beta * (hc - hr), label_smoothing
     return ((-(1 - e) * F.logsigmoid(z) + e * F.logsigmoid(-z)) / (1 - 2 * e)).mean(), m
 
 def hinge_loss(chosen_logps: Tensor, rejected_logps: Tensor, ref_chosen_logps: Tensor, ref_rejected_logps: Tensor,
                beta: float = 0.1) -> tuple[Tensor, dict]:
     "Hinge loss on the DPO margin."
-    _check(beta, chosen_logps=chosen_logps, rejected_logps=rejected_logps, ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
     hc, hr, m = _dpo_parts(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
     return torch.relu(1 - beta * (hc - hr)).mean(), m
 
 def ipo_loss(chosen_logps: Tensor, rejected_logps: Tensor, ref_chosen_logps: Tensor, ref_rejected_logps: Tensor,
              chosen_lengths: Tensor, rejected_lengths: Tensor, beta: float = 0.1) -> tuple[Tensor, dict]:
     "IPO with token-averaged log-ratios (TRL's form); `beta` is the paper's tau."
-    _check(beta, chosen_logps=chosen_logps, rejected_logps=rejected_logps, ref_chosen_logps=ref_chosen_logps,
-           ref_rejected_logps=ref_rejected_logps, chosen_lengths=chosen_lengths, rejected_lengths=rejected_lengths)
-    hc, hr, m = _dpo_parts(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
+    hc, hr, m = _dpo_parts(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
+                           chosen_lengths=chosen_lengths, rejected_lengths=rejected_lengths)
     return ((hc / chosen_lengths - hr / rejected_lengths - 1 / (2 * beta)) ** 2).mean(), m
 
 def ln_dpo_loss(chosen_logps: Tensor, rejected_logps: Tensor, ref_chosen_logps: Tensor, ref_rejected_logps: Tensor,
                 chosen_lengths: Tensor, rejected_lengths: Tensor, beta: float = 0.1) -> tuple[Tensor, dict]:
     "Length-normalised DPO (TRL's `sigmoid_norm`)."
-    _check(beta, chosen_logps=chosen_logps, rejected_logps=rejected_logps, ref_chosen_logps=ref_chosen_logps,
-           ref_rejected_logps=ref_rejected_logps, chosen_lengths=chosen_lengths, rejected_lengths=rejected_lengths)
-    hc, hr, m = _dpo_parts(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
+    hc, hr, m = _dpo_parts(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
+                           chosen_lengths=chosen_lengths, rejected_lengths=rejected_lengths)
     return (-F.logsigmoid(beta * (hc / chosen_lengths - hr / rejected_lengths))).mean(), m
 
 # %% ../../nbs/07_pref_losses.ipynb #2ff8c682
