@@ -132,3 +132,20 @@ def test_orpo_odds_ratio_parity():
     loss, m = L.orpo_loss(c.logps, r.logps, c.lengths, r.lengths, beta=0.1)
     nll = -c.logps.sum() / c.lengths.sum()
     torch.testing.assert_close(loss - nll, -trl_or.to(loss.dtype), rtol=1e-5, atol=1e-6)
+
+
+def test_kto_trainer_parity():
+    "TRL's KTOTrainer: unpaired examples, the KL point from its mismatched completions; same loss and gradients."
+    from trl import KTOConfig, KTOTrainer
+    model, tok = tiny_llama(seed=1); ref, _ = tiny_llama(seed=2)
+    data = {'prompt': DATA['prompt'], 'completion': [' 4', ' green', ' world', ' car'], 'label': [True, False, True, False]}
+    args = KTOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=4, beta=0.1, report_to=[], max_length=64, use_cpu=True)
+    tr = KTOTrainer(model=model, ref_model=ref, args=args, train_dataset=Dataset.from_dict(data), processing_class=tok)
+    batch = next(iter(tr.get_train_dataloader()))
+    model.train()
+    trl_loss = tr.compute_loss(model, batch)
+    tb = lambda p='': TokenizedBatch(batch[f'{p}input_ids'], batch[f'{p}attention_mask'], batch[f'{p}completion_mask'])
+    lp, kl = completion_logps(model, tb()).logps, completion_logps(model, tb('KL_')).logps
+    with torch.no_grad(): rlp, rkl = completion_logps(ref, tb()).logps, completion_logps(ref, tb('KL_')).logps
+    our_loss, _ = L.kto_loss(lp, rlp, batch['label'].bool(), kl, rkl, beta=0.1)
+    compare(model, trl_loss, our_loss)
