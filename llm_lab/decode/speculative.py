@@ -90,7 +90,7 @@ def lossless_test(p: torch.Tensor, q: torch.Tensor, n: int = 20000, seed: int = 
         counts[x if k == 1 else nxt] += 1
     return chi2_test(counts, p, alternative=q)
 
-# %% ../../nbs/40_speculative_sampling.ipynb #d6faf801
+# %% ../../nbs/40_speculative_sampling.ipynb #41863c17
 class Drafter:
     "Proposes tokens after a prefix: `propose(ids, k, temperature, generator) -> (tokens (k',), q (k', V) or None)`."
     vocab_size: int | None = None
@@ -121,7 +121,7 @@ class ModelDrafter(Drafter):
         for i in range(k):
             logits = self.model(feed, past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits[0, -1]
             q = dist(logits, temperature); x = sample(q, generator)
-            toks.append(x); qs.append(q)
+            toks.append(x); qs.append(q); self.logits = logits      # the raw logits of the last step, for callers that need them
             if i == k - 1 or q[x] < self.min_confidence: break
             feed = torch.tensor([[x]], device=self.model.device)
         self.seen = torch.cat([ids[0].cpu(), torch.tensor(toks[:-1], dtype=ids.dtype)])
