@@ -90,7 +90,7 @@ def lossless_test(p: torch.Tensor, q: torch.Tensor, n: int = 20000, seed: int = 
         counts[x if k == 1 else nxt] += 1
     return chi2_test(counts, p, alternative=q)
 
-# %% ../../nbs/40_speculative_sampling.ipynb #41863c17
+# %% ../../nbs/40_speculative_sampling.ipynb #dc42fdc8
 class Drafter:
     "Proposes tokens after a prefix: `propose(ids, k, temperature, generator) -> (tokens (k',), q (k', V) or None)`."
     vocab_size: int | None = None
@@ -119,13 +119,21 @@ class ModelDrafter(Drafter):
         if n < len(self.seen): self.cache.crop(n - len(self.seen))
         feed, toks, qs = ids[:, n:].to(self.model.device), [], []
         for i in range(k):
-            logits = self.model(feed, past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits[0, -1]
+            logits = self.next_logits(feed)
             q = dist(logits, temperature); x = sample(q, generator)
             toks.append(x); qs.append(q); self.logits = logits      # the raw logits of the last step, for callers that need them
-            if i == k - 1 or q[x] < self.min_confidence: break
+            if i == k - 1 or self.stop(i, q, x): break
             feed = torch.tensor([[x]], device=self.model.device)
         self.seen = torch.cat([ids[0].cpu(), torch.tensor(toks[:-1], dtype=ids.dtype)])
         return torch.tensor(toks, dtype=torch.long), torch.stack(qs)
+
+    def next_logits(self, feed: torch.Tensor) -> torch.Tensor:
+        "The draft's next-token logits after `feed` (appended to its cache)."
+        return self.model(feed, past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits[0, -1]
+
+    def stop(self, i: int, q: torch.Tensor, x: int) -> bool:
+        "Stop drafting after the i-th token (0-based) of this call? Here: when its draft probability is below `min_confidence`."
+        return q[x] < self.min_confidence
 
 # %% ../../nbs/40_speculative_sampling.ipynb #20cb4e1c
 def early_exit(model, n_layers: int):
