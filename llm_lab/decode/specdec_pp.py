@@ -12,7 +12,7 @@ from transformers import DynamicCache
 from .speculative import ModelDrafter, dist
 
 # %% auto #0
-__all__ = ['AcceptanceHead', 'weighted_bce', 'acceptance_data', 'train_head', 'auc', 'SpecDecPPDrafter']
+__all__ = ['AcceptanceHead', 'weighted_bce', 'acceptance_data', 'train_head', 'acceptance_probability', 'auc', 'SpecDecPPDrafter']
 
 # %% ../../nbs/41_specdec_pp.ipynb #70ce16da
 class AcceptanceHead(nn.Module):
@@ -31,7 +31,7 @@ def weighted_bce(logits: torch.Tensor, target: torch.Tensor, reject_weight: floa
     "Cross-entropy of accept-probability `target` (0/1 or soft) with rejections weighted `reject_weight` (the paper: 6)."
     return -(target * F.logsigmoid(logits) + reject_weight * (1 - target) * F.logsigmoid(-logits)).mean()
 
-# %% ../../nbs/41_specdec_pp.ipynb #6d1f5e6a
+# %% ../../nbs/41_specdec_pp.ipynb #a9862795
 @torch.no_grad()
 def acceptance_data(target, draft, sequences: list[torch.Tensor], starts: list[int], temperature: float = 0.0):
     """`(H, y)` from teacher-forced `sequences` (1-D, a prompt then the target's continuation from `starts[i]`): per
@@ -51,18 +51,31 @@ def acceptance_data(target, draft, sequences: list[torch.Tensor], starts: list[i
     return torch.cat(H), torch.cat(y)
 
 def train_head(head: AcceptanceHead, H: torch.Tensor, y: torch.Tensor, steps: int = 300, lr: float = 1e-3,
-               batch_size: int = 256, reject_weight: float = 6.0, seed: int = 0) -> list[float]:
-    "Adam on `weighted_bce` over minibatches of `(H, y)`; returns the loss per step. The head ends in eval mode."
+               batch_size: int = 256, reject_weight: float = 6.0, seed: int = 0, val: tuple | None = None) -> dict:
+    """Adam on `weighted_bce` over minibatches of `(H, y)`. With `val=(H_val, y_val)` the head keeps the parameters of
+    the step with the lowest validation loss (early stopping). Returns `{'train', 'val'}` losses per step and `best_step`."""
     if len(H) != len(y) or len(H) == 0: raise ValueError(f"need as many labels as hidden states (> 0), got {len(H)}, {len(y)}")
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(head.parameters(), lr=lr)
-    head.train(); losses = []
-    for _ in range(steps):
+    out, best = dict(train=[], val=[], best_step=steps - 1), (float('inf'), None)
+    for step in range(steps):
+        head.train()
         idx = torch.randint(0, len(H), (min(batch_size, len(H)),), generator=g)
         loss = weighted_bce(head(H[idx]), y[idx].float(), reject_weight)
-        opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
+        opt.zero_grad(); loss.backward(); opt.step(); out['train'].append(loss.item())
+        if val is not None:
+            head.eval()
+            with torch.no_grad(): v = weighted_bce(head(val[0]), val[1].float(), reject_weight).item()
+            out['val'].append(v)
+            if v < best[0]: best, out['best_step'] = (v, {k: t.clone() for k, t in head.state_dict().items()}), step
+    if best[1] is not None: head.load_state_dict(best[1])
     head.eval()
-    return losses
+    return out
+
+def acceptance_probability(logits: torch.Tensor, reject_weight: float = 6.0) -> torch.Tensor:
+    "The acceptance probability a that a head trained with `reject_weight` implies: its optimum is a / (a + w (1 - a))."
+    p = torch.sigmoid(logits.double())
+    return reject_weight * p / (1 - p + reject_weight * p)
 
 def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     "Area under the ROC curve of `scores` for 0/1 `labels` (Mann-Whitney, ties counted half)."
