@@ -3,6 +3,7 @@
 #   make repro   - set up, then run every paper at the small scale and write runs/small/report.{md,html}
 #   make lab     - set up, then JupyterLab on 127.0.0.1 with the project kernel
 #   make export  - notebooks -> llm_lab/ (nbdev_export), then clean notebook metadata
+#   make peers   - build the peer libraries' own virtualenvs under .peers/ (parity tests build the one they need)
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -54,6 +55,9 @@ lab: setup
 export: venv
 	$(BIN)/nbdev_export
 	$(BIN)/nbdev_clean
+
+peers: venv
+	$(PY) -c "from llm_lab.peers import build_all; build_all()"
 
 clean:
 	rm -rf runs _proc .pytest_cache

@@ -12,7 +12,7 @@ from typing import Callable
 # %% auto #0
 __all__ = ['POSITIVE', 'NEGATIVE', 'LINGUA', 'PrefData', 'arithmetic_prompt', 'arithmetic_pairs', 'arithmetic_oracle',
            'sentiment_score', 'sentiment_pairs', 'sentiment_oracle', 'detect_language', 'language_pairs',
-           'language_oracle', 'length_split']
+           'language_oracle', 'length_split', 'Choice', 'deduction_questions', 'arithmetic_choices']
 
 # %% ../nbs/02a_synthetic.ipynb #6d31b621
 @dataclass
@@ -145,3 +145,43 @@ def length_split(data: PrefData, tokenizer=None) -> tuple[PrefData, PrefData]:
     longer = [i for i in range(len(data)) if n(data.chosen[i]) > n(data.rejected[i])]
     shorter = [i for i in range(len(data)) if n(data.chosen[i]) < n(data.rejected[i])]
     return data.subset(longer), data.subset(shorter)
+
+# %% ../nbs/02a_synthetic.ipynb #991b8715
+@dataclass
+class Choice:
+    "A multiple-choice question: the prompt, its options (each starting with a space) and the correct option's index."
+    prompt: str
+    options: list[str]
+    answer: int
+
+_PEOPLE = ['Mary', 'John', 'Sandra', 'Daniel', 'Anna', 'Peter', 'Lucy', 'Tom']
+_PLACES = ['kitchen', 'garden', 'office', 'bedroom', 'hallway', 'bathroom', 'garage', 'library']
+_MOVES = ['went to', 'moved to', 'travelled to', 'walked to', 'ran to']
+
+def deduction_questions(n: int = 100, seed: int = 0, n_people: int = 2, n_moves: int = 4) -> list[Choice]:
+    "bAbI-style location tracking: after `n_moves` moves, where is one person? Options: every place mentioned."
+    if n < 1 or n_moves < 1 or not 1 <= n_people <= len(_PEOPLE): raise ValueError("need n >= 1, n_moves >= 1, 1 <= n_people <= 8")
+    rng, out = random.Random(seed), []
+    while len(out) < n:
+        people, where, lines = rng.sample(_PEOPLE, n_people), {}, []
+        for _ in range(n_moves):
+            p, place = rng.choice(people), rng.choice(_PLACES)
+            where[p] = place; lines.append(f'{p} {rng.choice(_MOVES)} the {place}.')
+        who = rng.choice(sorted(where))
+        places = sorted({l.rsplit(' ', 1)[1].rstrip('.') for l in lines})
+        if len(places) < 2: continue
+        rng.shuffle(places)
+        out.append(Choice(' '.join(lines) + f' Where is {who}? Answer: the', [' ' + x for x in places], places.index(where[who])))
+    return out
+
+def arithmetic_choices(n: int = 100, seed: int = 0, max_operand: int = 20, n_options: int = 4) -> list[Choice]:
+    "Sums of two integers with `n_options - 1` distractors within 5 of the answer."
+    if n < 1 or n_options < 2: raise ValueError("need n >= 1 and n_options >= 2")
+    rng, out = random.Random(seed), []
+    for _ in range(n):
+        a, b = rng.randint(0, max_operand), rng.randint(0, max_operand)
+        s = a + b
+        wrong = rng.sample([s + d for d in range(-5, 6) if d and s + d >= 0], n_options - 1)
+        opts = [s] + wrong; rng.shuffle(opts)
+        out.append(Choice(arithmetic_prompt(a, b), [f' {o}' for o in opts], opts.index(s)))
+    return out
