@@ -55,7 +55,7 @@ def neuron_stats(model, tokenizer, texts: dict[str, Sequence[str]], max_tokens: 
         counts.append(len(ids))
     return NeuronStats(list(texts), torch.tensor(counts), over, sums)
 
-# %% ../../nbs/31_language_arithmetics.ipynb #faa00517
+# %% ../../nbs/31_language_arithmetics.ipynb #ff44a950
 @dataclass
 class LanguageNeurons:
     "Language-specific neurons: `neurons[lang][layer]` holds neuron indices; plus the entropy and thresholds used."
@@ -99,10 +99,10 @@ def lape(stats: NeuronStats, top_rate: float = 0.01, filter_rate: float = 0.95, 
     pn = torch.nan_to_num(pn, nan=0.0)
     ent = -(pn * torch.where(pn > 0, pn.log(), torch.zeros_like(pn))).sum(-1)
     filt = _kth(p, filter_rate)
-    ent = ent.masked_fill((p > filt).sum(-1) == 0, float('inf'))      # never clearly active for any language
+    cand = ent.masked_fill((p > filt).sum(-1) == 0, float('inf'))     # never clearly active for any language
     n_keep = round(L * inter * top_rate)
-    idx = ent.flatten().topk(n_keep, largest=False).indices
-    idx = idx[torch.isfinite(ent.flatten()[idx])]
+    idx = cand.flatten().topk(n_keep, largest=False).indices
+    idx = idx[torch.isfinite(cand.flatten()[idx])]
     rows, cols = idx // inter, idx % inter
     bar = _kth(p, activation_bar_ratio)
     sel = p[rows, cols]                                               # (kept, langs)
