@@ -146,7 +146,7 @@ def length_split(data: PrefData, tokenizer=None) -> tuple[PrefData, PrefData]:
     shorter = [i for i in range(len(data)) if n(data.chosen[i]) < n(data.rejected[i])]
     return data.subset(longer), data.subset(shorter)
 
-# %% ../nbs/02a_synthetic.ipynb #991b8715
+# %% ../nbs/02a_synthetic.ipynb #f4463427
 @dataclass
 class Choice:
     "A multiple-choice question: the prompt, its options (each starting with a space) and the correct option's index."
@@ -155,7 +155,7 @@ class Choice:
     answer: int
 
 _PEOPLE = ['Mary', 'John', 'Sandra', 'Daniel', 'Anna', 'Peter', 'Lucy', 'Tom']
-_PLACES = ['kitchen', 'garden', 'office', 'bedroom', 'hallway', 'bathroom', 'garage', 'library']
+_PLACES = ['kitchen', 'garden', 'office', 'bedroom', 'hall', 'bathroom', 'garage', 'library']
 _MOVES = ['went to', 'moved to', 'travelled to', 'walked to', 'ran to']
 
 def deduction_questions(n: int = 100, seed: int = 0, n_people: int = 2, n_moves: int = 4) -> list[Choice]:

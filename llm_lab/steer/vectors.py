@@ -65,7 +65,7 @@ class SteeringVector:
             dirs = {int(k.split('.', 1)[1]): f.get_tensor(k) for k in f.keys()}
         return cls(dirs, md.get('site', 'resid'), md.get('method', ''), json.loads(md.get('meta', '{}')))
 
-# %% ../../nbs/30_steering_vectors.ipynb #2960de0a
+# %% ../../nbs/30_steering_vectors.ipynb #0eabd1df
 def _layer_list(model, layers) -> list[int]:
     n = len(decoder_layers(model))
     layers = range(n) if layers is None else ([layers] if isinstance(layers, int) else list(layers))
@@ -78,7 +78,7 @@ def _layer_list(model, layers) -> list[int]:
 @torch.no_grad()
 def read_activations(model, tokenizer, texts: Sequence[str], layers=None, site: str = 'resid',
                      read_index: int | None = -1, desc: str | None = None) -> dict[int, torch.Tensor]:
-    "`{layer: (len(texts), width)}` float32 activations at token `read_index` of each text (`None`: the mean over its tokens)."
+    "`{layer: (len(texts), width)}` float32 activations at token `read_index` of each text (`None`: the mean over its tokens but the first)."
     layers = _layer_list(model, layers)
     rows = {l: [] for l in layers}
     for text in progress(texts, desc=desc or 'reading activations'):
@@ -88,7 +88,7 @@ def read_activations(model, tokenizer, texts: Sequence[str], layers=None, site: 
         with capture(model, site, layers) as cap: model(ids)
         for l in layers:
             x = cap.get(site, l)[0].float()
-            rows[l].append(x.mean(0) if read_index is None else x[read_index])
+            rows[l].append((x[1:] if len(x) > 1 else x).mean(0) if read_index is None else x[read_index])
     return {l: torch.stack(r) for l, r in rows.items()}
 
 def _pair_activations(model, tokenizer, pairs, layers, site, read_index):
