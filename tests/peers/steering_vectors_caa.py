@@ -6,7 +6,11 @@ from steering_vectors import train_steering_vector, pca_aggregator
 
 spec = json.load(open(sys.argv[1]))
 torch.manual_seed(0)
-model = AutoModelForCausalLM.from_pretrained(spec['model_dir'], torch_dtype=torch.float32).eval()
+# transformers 5 writes rope_theta inside `rope_parameters`, which 4.x does not read (it would silently use its default
+# 10000 instead of the model's 100000 and compute different activations): pass it explicitly
+cfg = json.load(open(f"{spec['model_dir']}/config.json"))
+extra = {'rope_theta': cfg['rope_parameters']['rope_theta']} if 'rope_theta' not in cfg and 'rope_parameters' in cfg else {}
+model = AutoModelForCausalLM.from_pretrained(spec['model_dir'], torch_dtype=torch.float32, **extra).eval()
 # a tokenizer saved by transformers 5 names its class TokenizersBackend, unknown to 4.x: read tokenizer.json directly
 tok = PreTrainedTokenizerFast(tokenizer_file=f"{spec['model_dir']}/tokenizer.json")
 tok.eos_token = tok.pad_token = spec['eos_token']
@@ -15,7 +19,7 @@ layers = spec['layers']
 out = {}
 mean = train_steering_vector(model, tok, pairs, layers=layers, read_token_index=spec['read_index'], batch_size=1)
 pca = train_steering_vector(model, tok, pairs, layers=layers, read_token_index=spec['read_index'], batch_size=1,
-                            aggregator=pca_aggregator)
+                            aggregator=pca_aggregator())
 out['caa'] = {str(l): v.tolist() for l, v in mean.layer_activations.items()}
 out['pca'] = {str(l): v.tolist() for l, v in pca.layer_activations.items()}
 ids = tok(spec['prompt'], return_tensors='pt').input_ids
