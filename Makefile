@@ -44,7 +44,7 @@ model: venv
 # under papermill at the tiny scale in tests/test_repro.py, so they are not run twice.
 test: setup
 	$(BIN)/nbdev_test --do_print --skip_file_re '^([_.]|[1-8][0-9])'
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q --durations=15 tests
 
 repro: setup
 	$(BIN)/llm-lab repro --scale $(SCALE) $(if $(PAPERS),--papers $(PAPERS))
