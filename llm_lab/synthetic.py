@@ -11,8 +11,8 @@ from typing import Callable
 
 # %% auto #0
 __all__ = ['POSITIVE', 'NEGATIVE', 'LINGUA', 'PrefData', 'arithmetic_prompt', 'arithmetic_pairs', 'arithmetic_oracle',
-           'sentiment_score', 'sentiment_pairs', 'sentiment_oracle', 'detect_language', 'language_pairs',
-           'language_oracle', 'length_split', 'Choice', 'deduction_questions', 'arithmetic_choices']
+           'sentiment_score', 'sentiment_compound', 'sentiment_pairs', 'sentiment_oracle', 'detect_language',
+           'language_pairs', 'language_oracle', 'length_split', 'Choice', 'deduction_questions', 'arithmetic_choices']
 
 # %% ../nbs/02a_synthetic.ipynb #6d31b621
 @dataclass
@@ -75,7 +75,7 @@ def arithmetic_oracle(prompt: str, completion: str) -> float:
     nums = re.findall(r'-?\d+', completion)
     return float(bool(nums) and int(nums[-1]) == int(m.group(1)) + int(m.group(2)))
 
-# %% ../nbs/02a_synthetic.ipynb #2abeb5f4
+# %% ../nbs/02a_synthetic.ipynb #34d6302b
 POSITIVE = set('good great wonderful excellent delightful moving brilliant beautiful superb charming lovely enjoyable '
                'joyful fantastic touching funny warm clever perfect memorable'.split())
 NEGATIVE = set('bad terrible awful boring dull poor weak tedious clumsy ugly painful disappointing bland '
@@ -88,6 +88,16 @@ def sentiment_score(text: str) -> int:
     "Lexicon sentiment: positive minus negative words (case-insensitive)."
     words = re.findall(r"[a-z]+", text.lower())
     return sum(w in POSITIVE for w in words) - sum(w in NEGATIVE for w in words)
+
+@lru_cache(maxsize=1)
+def _vader():
+    try: from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+    except ImportError as e: raise ImportError("sentiment_compound needs `vaderSentiment` (pip install vaderSentiment)") from e
+    return SentimentIntensityAnalyzer()
+
+def sentiment_compound(text: str) -> float:
+    "VADER's compound sentiment of free text in [-1, 1] (a 7,500-word lexicon with negation and intensity rules; offline)."
+    return float(_vader().polarity_scores(text)['compound'])
 
 def sentiment_pairs(n: int = 200, seed: int = 0) -> PrefData:
     "Review openings; chosen praises (positive words), rejected pans (negative words), same length on average."
@@ -106,7 +116,7 @@ def sentiment_oracle(prompt: str, completion: str) -> float:
     s = sentiment_score(completion)
     return 1.0 if s > 0 else 0.0 if s < 0 else 0.5
 
-# %% ../nbs/02a_synthetic.ipynb #998f318f
+# %% ../nbs/02a_synthetic.ipynb #b3cdca80
 LINGUA = {'en': 'ENGLISH', 'de': 'GERMAN', 'es': 'SPANISH', 'it': 'ITALIAN', 'ru': 'RUSSIAN'}
 
 @lru_cache(maxsize=1)
@@ -138,7 +148,7 @@ def language_oracle(target: str) -> Callable[[str, str], float]:
     "An oracle giving 1.0 when a completion is in `target`, else 0.0."
     return lambda prompt, completion: float(detect_language(completion) == target)
 
-# %% ../nbs/02a_synthetic.ipynb #2b219bba
+# %% ../nbs/02a_synthetic.ipynb #e6e1ed9c
 def length_split(data: PrefData, tokenizer=None) -> tuple[PrefData, PrefData]:
     "(biased, reversed): pairs whose chosen completion is longer, resp. shorter, than the rejected one (ties dropped)."
     n = (lambda s: len(tokenizer(s, add_special_tokens=False)['input_ids'])) if tokenizer is not None else len
@@ -146,7 +156,7 @@ def length_split(data: PrefData, tokenizer=None) -> tuple[PrefData, PrefData]:
     shorter = [i for i in range(len(data)) if n(data.chosen[i]) < n(data.rejected[i])]
     return data.subset(longer), data.subset(shorter)
 
-# %% ../nbs/02a_synthetic.ipynb #f4463427
+# %% ../nbs/02a_synthetic.ipynb #b6e7ae59
 @dataclass
 class Choice:
     "A multiple-choice question: the prompt, its options (each starting with a space) and the correct option's index."
