@@ -17,8 +17,8 @@ from ..core import progress
 from ..hooks import SITES, capture, decoder_layers, hooks
 
 # %% auto #0
-__all__ = ['OPERATORS', 'SteeringVector', 'read_activations', 'caa', 'first_component', 'pca_vector', 'actadd', 'random_like',
-           'site_width', 'steering', 'word_token_ids', 'last_logits', 'behaviour_probability']
+__all__ = ['OPERATORS', 'SteeringVector', 'read_activations', 'pair_activations', 'caa', 'first_component', 'pca_vector',
+           'actadd', 'random_like', 'site_width', 'steering', 'word_token_ids', 'last_logits', 'behaviour_probability']
 
 # %% ../../nbs/30_steering_vectors.ipynb #5c4ce29a
 @dataclass
@@ -65,7 +65,7 @@ class SteeringVector:
             dirs = {int(k.split('.', 1)[1]): f.get_tensor(k) for k in f.keys()}
         return cls(dirs, md.get('site', 'resid'), md.get('method', ''), json.loads(md.get('meta', '{}')))
 
-# %% ../../nbs/30_steering_vectors.ipynb #0eabd1df
+# %% ../../nbs/30_steering_vectors.ipynb #086e9a80
 def _layer_list(model, layers) -> list[int]:
     n = len(decoder_layers(model))
     layers = range(n) if layers is None else ([layers] if isinstance(layers, int) else list(layers))
@@ -91,18 +91,19 @@ def read_activations(model, tokenizer, texts: Sequence[str], layers=None, site: 
             rows[l].append((x[1:] if len(x) > 1 else x).mean(0) if read_index is None else x[read_index])
     return {l: torch.stack(r) for l, r in rows.items()}
 
-def _pair_activations(model, tokenizer, pairs, layers, site, read_index):
+def pair_activations(model, tokenizer, pairs, layers=None, site: str = 'resid', read_index: int | None = -1):
+    "`(pos, neg)`: `read_activations` of the pairs' positive and negative texts (read once, shared by `caa` and `pca_vector`)."
     pairs = list(pairs)
     if not pairs: raise ValueError("need at least one (positive, negative) pair")
     pos = read_activations(model, tokenizer, [p for p, _ in pairs], layers, site, read_index, 'positive examples')
     neg = read_activations(model, tokenizer, [n for _, n in pairs], layers, site, read_index, 'negative examples')
     return pos, neg
 
-# %% ../../nbs/30_steering_vectors.ipynb #9ca2bb0d
+# %% ../../nbs/30_steering_vectors.ipynb #41d1317f
 def caa(model, tokenizer, pairs: Sequence[tuple[str, str]], layers=None, site: str = 'resid',
-        read_index: int = -1) -> SteeringVector:
-    "Contrastive activation addition: mean of `h(pos) - h(neg)` at `read_index`, per layer."
-    pos, neg = _pair_activations(model, tokenizer, pairs, layers, site, read_index)
+        read_index: int = -1, acts: tuple | None = None) -> SteeringVector:
+    "Contrastive activation addition: mean of `h(pos) - h(neg)` at `read_index`, per layer (`acts`: precomputed `pair_activations`)."
+    pos, neg = acts or pair_activations(model, tokenizer, pairs, layers, site, read_index)
     return SteeringVector({l: (pos[l] - neg[l]).mean(0) for l in pos}, site, 'caa',
                           dict(n_pairs=len(pos[next(iter(pos))]), read_index=read_index))
 
@@ -115,9 +116,9 @@ def first_component(deltas: torch.Tensor) -> torch.Tensor:
     return u.to(deltas.dtype)
 
 def pca_vector(model, tokenizer, pairs: Sequence[tuple[str, str]], layers=None, site: str = 'resid',
-               read_index: int = -1) -> SteeringVector:
+               read_index: int = -1, acts: tuple | None = None) -> SteeringVector:
     "RepE / control vector: the first principal component of the pair differences, scaled to their mean projection on it."
-    pos, neg = _pair_activations(model, tokenizer, pairs, layers, site, read_index)
+    pos, neg = acts or pair_activations(model, tokenizer, pairs, layers, site, read_index)
     dirs = {}
     for l in pos:
         d = pos[l] - neg[l]; u = first_component(d)
