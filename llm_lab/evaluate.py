@@ -231,7 +231,7 @@ class LabLM(LM):
             res.append(text)
         return res
 
-# %% ../nbs/03_evaluate.ipynb #12851e94
+# %% ../nbs/03_evaluate.ipynb #1946ef61
 def _continuation_docs(lang: str, n: int = 200, seed: int = 0) -> list[dict]:
     import random
     rng = random.Random(seed)
@@ -277,12 +277,20 @@ def lab_task(name: str) -> dict:
 
 LAB_TASKS = [f'lab_{k}_{l}' for k in ('continuation', 'rolling') for l in LANGUAGES]
 
+_TASK_MANAGER = None
+def _task_manager():
+    "lm-eval's task index, built once per process (indexing its thousands of task files takes ~6 s)."
+    global _TASK_MANAGER
+    if _TASK_MANAGER is None:
+        from lm_eval.tasks import TaskManager
+        _TASK_MANAGER = TaskManager()
+    return _TASK_MANAGER
+
 def evaluate_tasks(model, tokenizer, tasks: Sequence[str] = ('lab_continuation_en',), limit: int | float | None = None,
                    cache_factory: CacheFactory | None = None, chunk: int | None = None, num_fewshot: int | None = None,
                    batch_size: int = 8, seed: int = 0) -> dict[str, dict[str, float]]:
     "Run lm-eval tasks (the lab's offline ones by name, or any registry task) on an in-memory model: `{task: {metric: value}}`."
     import logging, lm_eval
-    from lm_eval.tasks import TaskManager
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     if not tasks: raise ValueError("no tasks given")
     specs = [lab_task(t) if t.startswith('lab_') else t for t in tasks]
@@ -290,7 +298,7 @@ def evaluate_tasks(model, tokenizer, tasks: Sequence[str] = ('lab_continuation_e
     lm = LabLM(model, tokenizer, cache_factory=cache_factory, chunk=chunk, batch_size=batch_size)
     try:
         res = lm_eval.simple_evaluate(model=lm, tasks=specs, limit=limit, num_fewshot=num_fewshot, log_samples=False,
-                                      task_manager=TaskManager(), random_seed=seed, numpy_random_seed=seed,
+                                      task_manager=_task_manager(), random_seed=seed, numpy_random_seed=seed,
                                       torch_random_seed=seed, fewshot_random_seed=seed, bootstrap_iters=0, verbosity='ERROR')
     except (ConnectionError, OSError) as e:
         raise ConnectionError(f"lm-eval could not load the data of {tasks} ({e}); offline, use the lab tasks: {', '.join(LAB_TASKS)}") from e
