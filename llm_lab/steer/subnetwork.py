@@ -126,7 +126,7 @@ def trainable_neurons(model: nn.Module, neurons: dict[int, torch.Tensor]):
             for module, name, _, _ in slices:
                 parametrize.remove_parametrizations(module, name, leave_parametrized=True)
 
-# %% ../../nbs/33_language_subnetwork.ipynb #c566234f
+# %% ../../nbs/33_language_subnetwork.ipynb #539a71b6
 @dataclass
 class FinetuneConfig:
     "The paper's recipe as defaults (Gurgurov et al. 2025, `finetune.py`)."
@@ -185,15 +185,17 @@ def _data(corpus, val, tokenizer, cfg):
     if len(val_ids) < 2: raise ValueError("the validation text has fewer than 2 tokens")
     return blocks, val_ids
 
+def _n_params(model) -> int: return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
 def _nll(model, ids: torch.Tensor, block: int) -> float:
     return perplexity(model, None, ids, context=block, desc='validation').nll
 
 def train_loop(model, params: Sequence[torch.Tensor], blocks: torch.Tensor, val_ids: torch.Tensor, cfg: FinetuneConfig,
-               probes: dict[str, torch.Tensor] | None = None, method: str = 'custom') -> FinetuneResult:
+               probes: dict[str, torch.Tensor] | None = None, method: str = 'custom', n_params: int | None = None) -> FinetuneResult:
     "AdamW on `params` over `blocks` (cycled, shuffled by seed), validation and probes every `eval_every` steps, best kept."
     params = [p for p in params if p.requires_grad]
     if not params: raise ValueError("no trainable parameters")
-    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    n_params = n_params or _n_params(model)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
     order = torch.cat([torch.randperm(len(blocks), generator=g) for _ in range(math.ceil(cfg.steps * cfg.batch_size / len(blocks)))])
@@ -230,7 +232,7 @@ def train_loop(model, params: Sequence[torch.Tensor], blocks: torch.Tensor, val_
     return FinetuneResult(method, sum(p.numel() for p in params), n_params, history, best[1], best[0],
                           sum(steady) / len(steady), cfg.steps * cfg.batch_size * cfg.block_size)
 
-# %% ../../nbs/33_language_subnetwork.ipynb #0cd22e6a
+# %% ../../nbs/33_language_subnetwork.ipynb #f87efd85
 METHODS = ('neurons', 'mlp', 'full', 'lora')
 
 @contextmanager
@@ -264,8 +266,9 @@ def finetune(model, corpus, method: str = 'neurons', neurons: dict[int, torch.Te
     if method == 'neurons': neurons = check_neurons(model, {} if neurons is None else neurons)   # fail before tokenizing
     blocks, val_ids = _data(corpus, val, tokenizer, cfg)
     probes = {k: _tokens(v, tokenizer, f'probe {k!r}', cfg.val_tokens) for k, v in (probes or {}).items()}
+    n_params = _n_params(model)                      # the plain model's, before slices or adapters are added
     with trainable(model, method, neurons, **method_kw) as ps:
-        return train_loop(model, ps, blocks, val_ids, cfg, probes, method)
+        return train_loop(model, ps, blocks, val_ids, cfg, probes, method, n_params)
 
 def finetune_subnetwork(model, neurons: dict[int, torch.Tensor], corpus, **kw) -> FinetuneResult:
     "Train only `neurons`' weights (their gate/up rows and down columns) on `corpus` (Gurgurov et al. 2025)."
