@@ -1,6 +1,6 @@
 # llm_lab: every target does its own set-up (idempotent; fast the second time).
 #   make test    - set up, then nbdev_test (all notebooks) and pytest (unit, papermill tiny runs, ...)
-#   make repro   - set up, then run every paper at the small scale and write runs/small/report.{md,html}
+#   make repro   - set up, then run every paper at the small scale and write runs/small/report.{md,html} (WORKERS=2: two at once)
 #   make lab     - set up, then JupyterLab on 127.0.0.1 with the project kernel
 #   make export  - notebooks -> llm_lab/ (nbdev_export), then clean notebook metadata
 #   make peers   - build the peer libraries' own virtualenvs under .peers/ (parity tests build the one they need)
@@ -11,6 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.llm_lab-installed
 SCALE ?= small
 PAPERS ?=
+WORKERS ?= 1
 PORT ?= 8888
 CORPORA := fortunes fortunes-de fortunes-es fortunes-it fortunes-ru
 
@@ -47,7 +48,7 @@ test: setup
 	$(BIN)/pytest -q --durations=15 tests
 
 repro: setup
-	$(BIN)/llm-lab repro --scale $(SCALE) $(if $(PAPERS),--papers $(PAPERS))
+	$(BIN)/llm-lab repro --scale $(SCALE) $(if $(PAPERS),--papers $(PAPERS)) --workers $(WORKERS)
 
 lab: setup
 	$(BIN)/jupyter lab --ip 127.0.0.1 --port $(PORT) --no-browser --allow-root --notebook-dir .

@@ -13,7 +13,7 @@ from .repro import SCALES, list_papers, run_papers, write_report, collect_run
 # %% auto #0
 __all__ = ['cmd_list', 'cmd_repro', 'cmd_report', 'cmd_fetch_model', 'parser', 'main']
 
-# %% ../nbs/91_cli.ipynb #1ac782d5
+# %% ../nbs/91_cli.ipynb #6eea57ef
 def cmd_list(args) -> int:
     "Print the registered papers, their notebooks, scales and claims."
     for p in list_papers():
@@ -24,7 +24,8 @@ def cmd_list(args) -> int:
 
 def cmd_repro(args) -> int:
     "Run papers with papermill and write the report; exit status 1 if any paper failed."
-    run_dir = run_papers(args.papers, scale=args.scale, run_name=args.run_name, model=args.model, seed=args.seed, force=args.force)
+    run_dir = run_papers(args.papers, scale=args.scale, run_name=args.run_name, model=args.model, seed=args.seed, force=args.force,
+                         workers=args.workers)
     entries = collect_run(run_dir)
     print(f"\nreport: {run_dir / 'report.md'}  (and report.html)")
     for e in entries:
@@ -58,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument('--run-name', default=None, help='folder under runs/ (default: the scale); a rerun skips finished papers')
     r.add_argument('--seed', type=int, default=0)
     r.add_argument('--force', action='store_true', help='rerun papers already finished')
+    r.add_argument('--workers', type=int, default=1, help='notebooks run at once (each kernel gets cpu_count/workers threads)')
     r.set_defaults(fn=cmd_repro)
     rp = sub.add_parser('report', help='write report.md/html of a run'); rp.add_argument('run'); rp.set_defaults(fn=cmd_report)
     f = sub.add_parser('fetch-model', help='fetch and convert a registry model')
