@@ -126,7 +126,7 @@ def trainable_neurons(model: nn.Module, neurons: dict[int, torch.Tensor]):
             for module, name, _, _ in slices:
                 parametrize.remove_parametrizations(module, name, leave_parametrized=True)
 
-# %% ../../nbs/33_language_subnetwork.ipynb #539a71b6
+# %% ../../nbs/33_language_subnetwork.ipynb #2d8fb3c2
 @dataclass
 class FinetuneConfig:
     "The paper's recipe as defaults (Gurgurov et al. 2025, `finetune.py`)."
@@ -191,8 +191,10 @@ def _nll(model, ids: torch.Tensor, block: int) -> float:
     return perplexity(model, None, ids, context=block, desc='validation').nll
 
 def train_loop(model, params: Sequence[torch.Tensor], blocks: torch.Tensor, val_ids: torch.Tensor, cfg: FinetuneConfig,
-               probes: dict[str, torch.Tensor] | None = None, method: str = 'custom', n_params: int | None = None) -> FinetuneResult:
-    "AdamW on `params` over `blocks` (cycled, shuffled by seed), validation and probes every `eval_every` steps, best kept."
+               probes: dict[str, torch.Tensor] | None = None, method: str = 'custom', n_params: int | None = None,
+               loss_fn=None) -> FinetuneResult:
+    """AdamW on `params` over `blocks` (cycled, shuffled by seed), validation and probes every `eval_every` steps, best kept.
+    `loss_fn(model, batch)` replaces the language-model loss (e.g. distillation); validation is always the LM loss."""
     params = [p for p in params if p.requires_grad]
     if not params: raise ValueError("no trainable parameters")
     n_params = n_params or _n_params(model)
@@ -217,7 +219,7 @@ def train_loop(model, params: Sequence[torch.Tensor], blocks: torch.Tensor, val_
     for step in bar:
         batch = blocks[order[(step - 1) * cfg.batch_size: step * cfg.batch_size]].to(dev)
         t0 = time.perf_counter()
-        loss = model(input_ids=batch, labels=batch, use_cache=False).loss
+        loss = loss_fn(model, batch) if loss_fn else model(input_ids=batch, labels=batch, use_cache=False).loss
         loss.backward()
         if cfg.max_grad_norm: torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step(); opt.zero_grad(set_to_none=True)
