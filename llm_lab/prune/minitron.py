@@ -95,7 +95,7 @@ def depth_importance(model, calib: torch.Tensor) -> list[float]:
         with without_layers(model, [i]): out.append(calib_nll(model, calib))
     return out
 
-# %% ../../nbs/12_minitron.ipynb #a3732333
+# %% ../../nbs/12_minitron.ipynb #0b7c20db
 def _slice_(module: nn.Module, axis: int, idx: torch.Tensor):
     "Keep `idx` along `axis` of a Linear (or GPT-2 Conv1D) weight in place; the bias follows the output axis."
     w = module.weight
@@ -135,7 +135,7 @@ def prune_heads(model, keep: list[torch.Tensor]) -> nn.Module:
         if len(set(groups.tolist())) != 1: raise ValueError(f"layer {i}: keep the same number of query heads in each of the {G} KV groups, got {groups.tolist()}")
         counts.add(int(groups[0]))
         attn = _attention(layer)
-        rows = (idx[:, None] * d + torch.arange(d)).flatten()
+        rows = (idx[:, None] * d + torch.arange(d, device=idx.device)).flatten()
         _slice_(attn.q_proj, 0, rows); _slice_(attn.o_proj, 1, rows)
         attn.num_key_value_groups = int(groups[0])
         if hasattr(attn, 'num_heads'): attn.num_heads = len(idx)

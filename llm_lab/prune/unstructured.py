@@ -67,11 +67,11 @@ def wanda_mask(weight: torch.Tensor, sq_norms: torch.Tensor, sparsity) -> torch.
     "Wanda: lowest |W_ij| * ||X_j||_2 within each output row (N:M: per group); `sq_norms[j]` = sum of x_j^2 over tokens."
     return score_mask(weight.abs() * sq_norms.to(weight.dtype).clamp_min(0).sqrt()[None], sparsity, per_row=True)
 
-# %% ../../nbs/10_wanda_sparsegpt.ipynb #3bc93d1c
+# %% ../../nbs/10_wanda_sparsegpt.ipynb #242cb67b
 def _obs_errors(W: torch.Tensor, U: torch.Tensor, M: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     "Per-row OBS errors `E` of pruning the columns `M` of `W` (rows, k) with upper-triangular inverse-Hessian factor `U` (k, k)."
     E = torch.zeros_like(W)
-    eye = torch.eye(U.shape[0], dtype=torch.bool)
+    eye = torch.eye(U.shape[0], dtype=torch.bool, device=U.device)
     for r in range(0, len(W), chunk):                         # bounds the (rows, k, k) systems' memory
         m = M[r:r + chunk]
         A = torch.where(m[:, :, None] & m[:, None, :], U[None], 0.0) + (eye[None] & ~m[:, None, :]).to(U.dtype)
@@ -87,10 +87,10 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity=0.5, b
     if hessian.shape != (cols, cols): raise ValueError(f"hessian must be ({cols}, {cols}), got {tuple(hessian.shape)}")
     if sp.nm and blocksize % sp.m: raise ValueError(f"blocksize {blocksize} must be a multiple of M={sp.m}")
     if sp.nm and cols % sp.m: raise ValueError(f"{sp} sparsity needs the input size ({cols}) to be a multiple of {sp.m}")
-    W, H = weight.detach().double().clone(), hessian.detach().double().clone()
+    W, H = weight.detach().double().clone(), hessian.detach().double().to(weight.device).clone()
     dead = torch.diag(H) == 0
     H[dead, dead] = 1; W[:, dead] = 0
-    H += damp * torch.diag(H).mean() * torch.eye(cols, dtype=H.dtype)
+    H += damp * torch.diag(H).mean() * torch.eye(cols, dtype=H.dtype, device=H.device)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     pruned = torch.zeros_like(W, dtype=torch.bool)
     choose_per_group = sp.nm and mask is None
@@ -112,7 +112,7 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity=0.5, b
         W[:, i2:] -= E1 @ Hinv[i1:i2, i2:]                     # lazy update of the later blocks
     return W.to(weight.dtype), pruned
 
-# %% ../../nbs/10_wanda_sparsegpt.ipynb #004b9413
+# %% ../../nbs/10_wanda_sparsegpt.ipynb #d575a5d7
 class _Stop(Exception): pass
 
 def prunable_linears(layer: nn.Module) -> dict[str, nn.Linear]:
@@ -157,8 +157,8 @@ class LinearStats:
 def calibration_stats(layer: nn.Module, inputs: list[tuple[torch.Tensor, dict]], hessian: bool) -> dict[str, LinearStats]:
     "Run `layer` on its calibration inputs and collect `LinearStats` of every `nn.Linear` inside it."
     lins = prunable_linears(layer)
-    stats = {n: LinearStats(torch.zeros(m.in_features, dtype=torch.float64),
-                            torch.zeros(m.in_features, m.in_features, dtype=torch.float64) if hessian else None) for n, m in lins.items()}
+    z = lambda *shape, m: torch.zeros(*shape, dtype=torch.float64, device=m.weight.device)
+    stats = {n: LinearStats(z(m.in_features, m=m), z(m.in_features, m.in_features, m=m) if hessian else None) for n, m in lins.items()}
     hs = [m.register_forward_hook(lambda mod, args, out, s=stats[n]: s.add(args[0])) for n, m in lins.items()]
     try:
         for h, kw in inputs: layer(h, **kw)
