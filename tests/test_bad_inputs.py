@@ -62,3 +62,27 @@ def test_preference_inputs(tiny):
     with pytest.raises(ValueError, match='positive log-probabilities'): dpo_loss(-s, s, s, s)
     with pytest.raises(ValueError, match='needs'): call_loss('ipo', {'chosen_logps': s})
     with pytest.raises(ValueError, match='unknown loss'): PrefConfig('ppo')
+
+
+def test_pruning_inputs():
+    "Sparsity outside [0, 1), N:M with N >= M, targets larger than the model, bad ratios and layers: clear errors."
+    from llm_lab.models import tiny_llama
+    from llm_lab.prune.unstructured import prune_wanda, prune_magnitude
+    from llm_lab.prune.depth import prune_depth
+    from llm_lab.prune.minitron import activation_importance, prune_width
+    from llm_lab.prune.llm_pruner import group_importance, prune_groups
+    model, _ = tiny_llama(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2)
+    calib = torch.randint(0, model.config.vocab_size, (2, 16))
+    for bad in (1.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match=r'\[0, 1\)'): prune_magnitude(model, calib, bad)
+    with pytest.raises(ValueError, match='0 < N < M'): prune_wanda(model, calib, '4:2')
+    with pytest.raises(ValueError, match='two integers'): prune_wanda(model, calib, '2:x')
+    with pytest.raises(ValueError, match='token ids'): prune_wanda(model, calib.float(), 0.5)
+    with pytest.raises(ValueError, match=r'n must be an integer in \[0, 2\)'): prune_depth(model, calib, 2, 'last')
+    imp = activation_importance(model, calib)
+    with pytest.raises(ValueError, match='cannot grow'): prune_width(model, imp, intermediate=256)
+    with pytest.raises(ValueError, match='cannot grow'): prune_width(model, imp, hidden=65)
+    gi = group_importance(model, estimator='l2')
+    with pytest.raises(ValueError, match=r'\[0, 1\)'): prune_groups(model, gi, 1.0)
+    with pytest.raises(ValueError, match=r'layers must be in \[0, 2\)'): prune_groups(model, gi, 0.2, layers=[3])
+    with pytest.raises(ValueError, match='unknown estimator'): group_importance(model, calib, 'taylor')

@@ -175,7 +175,7 @@ def prune_layer(model, layer: int, neurons: torch.Tensor | None = None, heads: t
     return record_layer_shapes(model)
 
 def default_layers(n_layers: int) -> list[int]:
-    "LLM-Pruner's layer range scaled to `n_layers`: layers 4 to 30 of LLaMA-7B's 32 (the first 4 and last 2 kept)."
+    "LLM-Pruner's layer range scaled to `n_layers`: layers 4 to 29 of LLaMA-7B's 32 (the first 4 and last 2 kept)."
     return list(range(round(4 * n_layers / 32), n_layers - round(2 * n_layers / 32)))
 
 def _keep(n: int, ratio: float) -> int:
