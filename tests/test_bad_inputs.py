@@ -86,3 +86,24 @@ def test_pruning_inputs():
     with pytest.raises(ValueError, match=r'\[0, 1\)'): prune_groups(model, gi, 1.0)
     with pytest.raises(ValueError, match=r'layers must be in \[0, 2\)'): prune_groups(model, gi, 0.2, layers=[3])
     with pytest.raises(ValueError, match='unknown estimator'): group_importance(model, calib, 'taylor')
+
+
+def test_kvquant_inputs(tiny):
+    "Unsupported bits, an outlier fraction outside [0, 0.5), pre-RoPE on a model without rotary embedding: clear errors."
+    from transformers import OPTConfig, OPTForCausalLM
+    from llm_lab.kv.kvquant import capture_kv, calibrate_kvquant, KVQuantCache
+    model, _ = tiny
+    ids = torch.randint(3, 259, (1, 32))
+    acts = capture_kv(model, ids)
+    for bits in (1, 5, 8):
+        with pytest.raises(ValueError, match='2, 3, 4 bits'): calibrate_kvquant(acts, bits)
+    for frac in (-0.1, 0.5, 1.0):
+        with pytest.raises(ValueError, match=r'\[0, 0.5\)'): calibrate_kvquant(acts, 3, outliers=frac)
+    with pytest.raises(ValueError, match='token ids'): capture_kv(model, ids.float())
+    with pytest.raises(TypeError, match='KVQuantCalibration'): KVQuantCache(3)
+    opt = OPTForCausalLM(OPTConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, ffn_dim=64,
+                                   max_position_embeddings=64, word_embed_proj_dim=32)).eval()
+    opt_acts = capture_kv(opt, ids)                                     # learned positions: keys are never rotated
+    with pytest.raises(ValueError, match='no rotary embedding'): calibrate_kvquant(opt_acts, 3)
+    cal = calibrate_kvquant(opt_acts, 3, pre_rope=False)                # post-RoPE (= plain) keys work
+    with torch.no_grad(): opt(ids, past_key_values=KVQuantCache(cal))
