@@ -255,7 +255,8 @@ def collect_run(run_dir: str | Path) -> list[dict]:
                         metrics=rec['metrics'], figures=rec.get('run', {}).get('figures', []), claims=rows))
     return out
 
-FAMILY_AXES = {'prune': ('share of all parameters removed (unstructured: zeroed)', 'perplexity (test split)')}
+FAMILY_AXES = {'prune': ('share of all parameters removed (unstructured: zeroed)', 'perplexity (test split)'),
+               'kv': ('bits per cached element (everything stored)', 'perplexity (test split)')}
 
 def family_figures(run_dir: str | Path, entries: list[dict] | None = None) -> dict[str, Path]:
     "Draw `family-<family>.png` in the run folder for each family whose papers logged curves (`points/<series>`): all of them on one axis."
