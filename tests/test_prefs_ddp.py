@@ -32,5 +32,8 @@ def test_ddp_two_processes_equal_one(tmp_path):
     a, b = torch.load(tmp_path / 'one.pt'), torch.load(tmp_path / 'two.pt')
     assert (a['processes'], b['processes']) == (1, 2)
     assert a['loss'] == pytest.approx(b['loss'], rel=1e-5)
+    # Adam divides each gradient by its running RMS, so an entry whose gradient is nearly zero turns float noise from the
+    # all-reduce order into a visible step: measured 1.4e-5 on one of 16 576 embedding entries (lr 1e-3, 3 steps), every
+    # other entry within 1e-5; atol 5e-5 is 5% of one lr step
     for k in a['state']:
-        torch.testing.assert_close(b['state'][k], a['state'][k], rtol=1e-4, atol=1e-5, msg=k)
+        torch.testing.assert_close(b['state'][k], a['state'][k], rtol=1e-4, atol=5e-5, msg=k)
