@@ -27,8 +27,9 @@ DEFAULT_CHUNK = 16  # tokens per forward when reading through a cache, unless to
 
 @torch.no_grad()
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                   cache=None, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    "`(logp, is_greedy)`, both `(batch, seq-1)`: log-prob of each next token and whether it is the argmax."
+                   cache=None, chunk: int | None = None, prefill: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(logp, is_greedy)`, both `(batch, seq-1)`: log-prob of each next token and whether it is the argmax.
+    Through a cache, the first `prefill` tokens (a prompt) go in one forward, the rest in chunks of `chunk`."""
     ids = input_ids[None] if input_ids.dim() == 1 else input_ids
     ids = ids.to(model.device)
     if attention_mask is not None: attention_mask = (attention_mask[None] if attention_mask.dim() == 1 else attention_mask).to(model.device)
@@ -40,7 +41,8 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor 
         if chunk is None: chunk = DEFAULT_CHUNK  # never one prefill: a cache attends to its own prompt in full precision
         if chunk < 1: raise ValueError(f"chunk must be >= 1, got {chunk}")
         if cache is None: cache = DynamicCache()
-        chunks = [(s, min(s + chunk, T)) for s in range(0, T, chunk)]
+        if not 0 <= prefill < T: raise ValueError(f"prefill must be in [0, {T}), got {prefill}")
+        chunks = ([(0, prefill)] if prefill else []) + [(s, min(s + chunk, T)) for s in range(prefill, T, chunk)]
     logps, greedy = [], []
     for s, e in chunks:
         kw = dict(past_key_values=cache, use_cache=True) if cache is not None else dict(use_cache=False)
@@ -65,10 +67,13 @@ class Perplexity:
 
 def perplexity(model, tokenizer, texts: Sequence[str] | torch.Tensor, context: int = 512, stride: int | None = None,
                max_tokens: int | None = None, cache_factory: CacheFactory | None = None, chunk: int | None = None,
-               desc: str = 'perplexity') -> Perplexity:
-    "Sliding-window perplexity of `texts` (joined by blank lines) or of a 1-D token tensor."
+               desc: str = 'perplexity', prompt: int = 0) -> Perplexity:
+    """Sliding-window perplexity of `texts` (joined by blank lines) or of a 1-D token tensor; with `prompt`, of the tokens
+    after the first `prompt` of each non-overlapping window (read in one forward), given them."""
     stride = stride or context
     if not 0 < stride <= context: raise ValueError(f"need 0 < stride <= context, got stride={stride}, context={context}")
+    if prompt and (stride != context or not 0 < prompt < context - 1):
+        raise ValueError(f"prompt needs non-overlapping windows and 0 < prompt < context - 1, got prompt={prompt}, context={context}, stride={stride}")
     ids = texts if isinstance(texts, torch.Tensor) else token_stream(tokenizer, list(texts), max_tokens)
     if max_tokens is not None: ids = ids[:max_tokens]
     if len(ids) < 2: raise ValueError("need at least 2 tokens for a perplexity")
@@ -78,8 +83,11 @@ def perplexity(model, tokenizer, texts: Sequence[str] | torch.Tensor, context: i
         if end == len(ids): break
     for begin, end, new in progress(starts, desc=desc):
         if end - begin < 2: continue
-        lp, _ = token_logprobs(model, ids[begin:end], cache=cache_factory() if cache_factory else None, chunk=chunk)
+        if prompt and end - begin <= prompt + 1: continue       # a last window too short to have a continuation
+        lp, _ = token_logprobs(model, ids[begin:end], cache=cache_factory() if cache_factory else None, chunk=chunk,
+                               prefill=prompt if cache_factory or chunk else 0)
         new = min(new, end - begin - 1)                     # the first token of the first window has no context
+        if prompt: new = end - begin - prompt
         total -= lp[0, -new:].double().sum().item(); n += new; windows += 1
     return Perplexity(ppl=math.exp(total / n), nll=total / n, tokens=n, windows=windows)
 
