@@ -12,7 +12,8 @@ from typing import Callable
 # %% auto #0
 __all__ = ['POSITIVE', 'NEGATIVE', 'LINGUA', 'PrefData', 'arithmetic_prompt', 'arithmetic_pairs', 'arithmetic_oracle',
            'sentiment_score', 'sentiment_compound', 'sentiment_pairs', 'sentiment_oracle', 'detect_language',
-           'language_pairs', 'language_oracle', 'length_split', 'Choice', 'deduction_questions', 'arithmetic_choices']
+           'language_pairs', 'language_oracle', 'length_split', 'Choice', 'deduction_questions', 'arithmetic_choices',
+           'Passkey', 'passkey_prompts', 'passkey_found']
 
 # %% ../nbs/02a_synthetic.ipynb #6d31b621
 @dataclass
@@ -195,3 +196,42 @@ def arithmetic_choices(n: int = 100, seed: int = 0, max_operand: int = 20, n_opt
         opts = [s] + wrong; rng.shuffle(opts)
         out.append(Choice(arithmetic_prompt(a, b), [f' {o}' for o in opts], opts.index(s)))
     return out
+
+# %% ../nbs/02a_synthetic.ipynb #d4fb163a
+@dataclass
+class Passkey:
+    "One retrieval prompt: token ids, the key to find, its length and the needle's relative depth."
+    ids: 'torch.Tensor'
+    key: str
+    length: int
+    depth: float
+    needle_at: int    # token index where the needle starts
+
+_PK_INTRO = "There is a pass key hidden inside a lot of irrelevant text. Find it and memorize it. I will quiz you about the pass key.\n\n"
+_PK_NEEDLE = "\n\nThe pass key is {key}. Remember it. {key} is the pass key.\n\n"
+_PK_QUESTION = "\n\nWhat is the pass key? The pass key is"
+
+def passkey_prompts(tokenizer, haystack: 'torch.Tensor', lengths, depths, n: int = 1, seed: int = 0, digits: int = 5) -> list[Passkey]:
+    "`n` prompts per (length, depth): a random `digits`-digit key at `depth` (0 = start, 1 = end) of a `haystack` token slice."
+    import torch
+    enc = lambda s: torch.tensor(tokenizer(s, add_special_tokens=False)['input_ids'], dtype=torch.long)
+    rng, intro, question, out = random.Random(seed), enc(_PK_INTRO), enc(_PK_QUESTION), []
+    for L in lengths:
+        for d in depths:
+            if not 0 <= d <= 1: raise ValueError(f"depth must be in [0, 1], got {d}")
+            for _ in range(n):
+                key = str(rng.randint(10 ** (digits - 1), 10 ** digits - 1))
+                needle = enc(_PK_NEEDLE.format(key=key))
+                fill = L - len(intro) - len(needle) - len(question)
+                if fill < 0: raise ValueError(f"length {L} is shorter than the task's own text ({L - fill} tokens)")
+                if fill > len(haystack): raise ValueError(f"the haystack has {len(haystack)} tokens, length {L} needs {fill}")
+                off = rng.randint(0, len(haystack) - fill)
+                a = round(fill * d)
+                ids = torch.cat([intro, haystack[off:off + a], needle, haystack[off + a:off + fill], question])
+                out.append(Passkey(ids, key, L, d, len(intro) + a))
+    return out
+
+def passkey_found(text: str, key: str) -> bool:
+    "The oracle: the first number in the model's answer is the key."
+    m = re.search(r'\d+', text)
+    return m is not None and m.group(0) == key
