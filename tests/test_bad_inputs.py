@@ -107,3 +107,17 @@ def test_kvquant_inputs(tiny):
     with pytest.raises(ValueError, match='no rotary embedding'): calibrate_kvquant(opt_acts, 3)
     cal = calibrate_kvquant(opt_acts, 3, pre_rope=False)                # post-RoPE (= plain) keys work
     with torch.no_grad(): opt(ids, past_key_values=KVQuantCache(cal))
+
+
+def test_think_inputs(tiny):
+    "A pruning ratio outside [0, 1), an unknown score, value pruning under KIVI's per-token groups, a model without q_proj."
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from llm_lab.kv import ThinKCache
+    model, _ = tiny
+    for r in (-0.1, 1.0, 1.5, 'half'):
+        with pytest.raises(ValueError, match=r'\[0, 1\)'): ThinKCache(model, ratio=r)
+        with pytest.raises(ValueError, match=r'\[0, 1\)'): ThinKCache(model, value_ratio=r)
+    with pytest.raises(ValueError, match='score'): ThinKCache(model, score='l1')
+    with pytest.raises(ValueError, match='not values'): ThinKCache(model, value_ratio=0.4, quant=KIVICache(2))  # 10 of 16 channels: no whole 2-bit packing
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=32, n_layer=2, n_head=2, n_positions=64)).eval()
+    with pytest.raises(ValueError, match='q_proj'): ThinKCache(gpt2)

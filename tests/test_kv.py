@@ -103,3 +103,47 @@ def test_kvquant_components_lower_the_error(embedded, kvquant_cal):
         return (num / den) ** 0.5
     e_token, e_chan, e_pre = key_error(per_channel_keys=False, pre_rope=False), key_error(pre_rope=False), key_error()
     assert e_chan < e_token and e_pre < e_chan, (e_token, e_chan, e_pre)
+
+
+def test_think_generate_on_embedded_model(embedded):
+    "ThinKCache (and ThinK + KIVI) inside generate on a left-padded batch: each row decodes as it does alone; thin keys stored."
+    from llm_lab.kv import ThinKCache
+    from llm_lab.models import chat_prompt
+    model, tok = embedded
+    tok.padding_side = 'left'
+    story = 'Write one sentence about the sea and the wind, then one about the mountains, then one about a small town at night.'
+    prompts = [chat_prompt(tok, 'Name a colour.'), chat_prompt(tok, story)]
+    enc = tok(prompts, return_tensors='pt', padding=True)
+    alone = tok(prompts[1:], return_tensors='pt')                          # the longer prompt has no padding
+    kw = dict(max_new_tokens=12, min_new_tokens=12, do_sample=False)
+    for make in (lambda: ThinKCache(model, 0.4, recent=8), lambda: ThinKCache(model, 0.4, recent=8, quant=KIVICache(2, 16, 16))):
+        cache = make()
+        out = model.generate(**enc, past_key_values=cache, **kw)
+        assert out.shape == (2, enc.input_ids.shape[1] + 12)
+        assert cache.layers[0].k.thin is not None and cache.layers[0].k.thin.view().shape[-1] == 64 - 25   # floor(0.4 * 64) pruned
+        assert cache.bits_per_element() < 16
+        assert torch.equal(out[1], model.generate(**alone, past_key_values=make(), **kw)[0])
+
+
+def test_think_matches_kvpress_think_press(embedded, tmp_path):
+    "Without a recent window our ThinK equals kvpress's ThinKPress (which zeroes the same channels), in kvpress's own env."
+    from llm_lab.kv import ThinKCache
+    from llm_lab.models import fetch_model
+    from llm_lab.peers import run_peer
+    from llm_lab.data import load_corpus, token_stream
+    from llm_lab.evaluate import token_logprobs
+    from llm_lab.core import lab_root
+    model, tok = embedded
+    ids = token_stream(tok, list(load_corpus('fortunes').test), 320)
+    P = 256
+    peer = run_peer('kvpress', lab_root() / 'benchmarks' / 'peers' / 'kvpress_presses.py',
+                    dict(model_dir=str(fetch_model()), windows=[ids.tolist()], prompt=P, chunk=16, threads=torch.get_num_threads(),
+                         presses={'none': [None, {}], 'think': ['ThinKPress', dict(key_channel_compression_ratio=0.4, window_size=32)]},
+                         out=str(tmp_path / 'kvpress.json')))
+    for name, cache in (('none', DynamicCache()), ('think', ThinKCache(model, 0.4, window=32, recent=0, dtype=None))):
+        ours = token_logprobs(model, ids, cache=cache, chunk=16, prefill=P)[0][0, P - 1:].double()
+        theirs = torch.tensor(peer[name]['logps'][0], dtype=torch.float64)
+        assert ours.shape == theirs.shape
+        assert (ours - theirs).abs().max() < 1e-4, (name, (ours - theirs).abs().max())
+    # and pruning changed something: the check is not between two full caches
+    assert abs(sum(peer['think']['logps'][0]) - sum(peer['none']['logps'][0])) > 1e-3

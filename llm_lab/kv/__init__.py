@@ -258,7 +258,7 @@ class KVCache(Cache):
         return self.memory_bits() / n if n else float('nan')
 
 # %% ../../nbs/05_kv.ipynb #6172149c
-METHODS = {'KIVICache': 'llm_lab.kv.kivi', 'KVQuantCache': 'llm_lab.kv.kvquant'}
+METHODS = {'KIVICache': 'llm_lab.kv.kivi', 'KVQuantCache': 'llm_lab.kv.kvquant', 'ThinKCache': 'llm_lab.kv.think'}
 
 def __getattr__(name: str):
     if name in METHODS: return getattr(importlib.import_module(METHODS[name]), name)
