@@ -1,0 +1,67 @@
+"""Benchmark: decode speed and memory of the lab's KV caches against the peers, measured in the same run.
+
+    .venv/bin/python benchmarks/kv_decode.py [--model smollm2-135m-instruct] [--prompt 2048] [--new 64] [--repeats 3] [--no-kvpress]
+
+One prompt from the test split, greedy decoding of `--new` tokens through a fresh cache each time (median tokens/s over
+`--repeats`). Ours: KIVI-2, KVQuant-3 (calibrated on 4 x 512 tokens), ThinK 0.4, ThinK 0.4 + KIVI-2. Peers: the full
+`DynamicCache`, transformers' quantized cache (quanto, 2 bits, KIVI's group and residual), and kvpress (ThinKPress 0.4 and
+SnapKVPress 0.4, in kvpress's own env, transformers 5.2, same model directory and prompt). Prints tokens/s, ratios of
+ours to each peer, bits per represented element (everything stored; fp16 = 16), the bytes really held, and how many
+greedy tokens equal the full cache's.
+"""
+import argparse, statistics, tempfile, warnings
+from pathlib import Path
+import torch
+from transformers import DynamicCache
+from llm_lab.core import lab_root
+from llm_lab.models import load_model, fetch_model, model_info
+from llm_lab.data import load_corpus, token_stream, token_blocks
+from llm_lab.evaluate import decode_speed, greedy_tokens, tensor_bytes
+from llm_lab.kv import KVCache
+from llm_lab.kv.kivi import KIVICache, quanto_cache
+from llm_lab.kv.kvquant import capture_kv, calibrate_kvquant, KVQuantCache
+from llm_lab.kv.think import ThinKCache
+
+warnings.filterwarnings('ignore')
+ap = argparse.ArgumentParser()
+ap.add_argument('--model', default='smollm2-135m-instruct'); ap.add_argument('--prompt', type=int, default=2048)
+ap.add_argument('--new', type=int, default=64); ap.add_argument('--repeats', type=int, default=3)
+ap.add_argument('--no-kvpress', action='store_true')
+a = ap.parse_args()
+lm, tok = load_model(a.model)
+info = model_info(lm)
+corpus = load_corpus('fortunes', 'en')
+ids = token_stream(tok, list(corpus.test), a.prompt)[: a.prompt]
+kvq3 = calibrate_kvquant(capture_kv(lm, token_blocks(tok, list(corpus.calibration), 512, 4)), 3, max_points=65536)
+ours = {'kivi2': lambda: KIVICache(2, 32, 128), 'kvquant3': lambda: KVQuantCache(kvq3),
+        'think40': lambda: ThinKCache(lm, 0.4), 'kivi2+think40': lambda: ThinKCache(lm, 0.4, quant=KIVICache(2, 32, 128))}
+peers = {'fp': DynamicCache, 'quanto2': lambda: quanto_cache(lm, 2, 32, 128)}
+elements = 2 * info['layers'] * info['kv_heads'] * info['head_dim'] * (a.prompt + a.new)
+ref = greedy_tokens(lm, ids, a.new).flatten()[-a.new:]
+rows = {}
+for name, make in {**peers, **ours}.items():
+    runs, made = [], []
+    for _ in range(a.repeats): runs.append(decode_speed(lm, ids, a.new, cache_factory=lambda: made.append(make()) or made[-1]))
+    c = made[-1]
+    held = tensor_bytes(c)
+    bits = c.bits_per_element() if isinstance(c, KVCache) else (16.0 if name == 'fp' else 8 * held / elements)
+    same = (greedy_tokens(lm, ids, a.new, cache=make()).flatten()[-a.new:] == ref).sum().item()
+    rows[name] = dict(tok_s=statistics.median(r['tokens_per_s'] for r in runs), bits=bits, mib=held / 2 ** 20, same=same)
+if not a.no_kvpress:
+    from llm_lab.peers import run_peer
+    with tempfile.TemporaryDirectory() as d:
+        kp = run_peer('kvpress', lab_root() / 'benchmarks' / 'peers' / 'kvpress_presses.py',
+                      dict(model_dir=str(fetch_model(a.model)), decode=dict(prompt_ids=ids.tolist(), new_tokens=a.new, repeats=a.repeats),
+                           threads=torch.get_num_threads(), out=f'{d}/out.json',
+                           presses={'kvpress_none': [None, {}], 'kvpress_think40': ['ThinKPress', dict(key_channel_compression_ratio=0.4)],
+                                    'kvpress_snapkv40': ['SnapKVPress', dict(compression_ratio=0.4)]}), timeout=3600)
+    for name, r in kp.items():
+        rows[name] = dict(tok_s=r['tokens_per_s'], bits=16 * r['stored'] / r['represented'], mib=float('nan'),
+                          same=sum(x == y for x, y in zip(r['tokens'], ref.tolist())))
+print(f"{a.model}, {a.prompt}-token prompt, {a.new} new tokens, greedy, median of {a.repeats}, {torch.get_num_threads()} threads, "
+      f"device {lm.device}; the full cache holds the model's {next(lm.parameters()).dtype}, bits/elt count it as fp16 = 16")
+peer_names = [n for n in ('fp', 'quanto2', 'kvpress_none', 'kvpress_think40') if n in rows]
+print(f"{'cache':>16} | {'tok/s':>6} | " + ' | '.join(f'{"x " + p:>17}' for p in peer_names) + f" | {'bits/elt':>8} | {'MiB held':>8} | same tokens")
+for name, r in rows.items():
+    ratios = ' | '.join(f"{r['tok_s'] / rows[p]['tok_s']:17.2f}" for p in peer_names)
+    print(f"{name:>16} | {r['tok_s']:6.2f} | {ratios} | {r['bits']:8.2f} | {r['mib']:8.2f} | {r['same']}/{a.new}")
