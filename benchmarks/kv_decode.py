@@ -39,15 +39,7 @@ peers = {'fp': DynamicCache, 'quanto2': lambda: quanto_cache(lm, 2, 32, 128)}
 elements = 2 * info['layers'] * info['kv_heads'] * info['head_dim'] * (a.prompt + a.new)
 ref = greedy_tokens(lm, ids, a.new).flatten()[-a.new:]
 rows = {}
-for name, make in {**peers, **ours}.items():
-    runs, made = [], []
-    for _ in range(a.repeats): runs.append(decode_speed(lm, ids, a.new, cache_factory=lambda: made.append(make()) or made[-1]))
-    c = made[-1]
-    held = tensor_bytes(c)
-    bits = c.bits_per_element() if isinstance(c, KVCache) else (16.0 if name == 'fp' else 8 * held / elements)
-    same = (greedy_tokens(lm, ids, a.new, cache=make()).flatten()[-a.new:] == ref).sum().item()
-    rows[name] = dict(tok_s=statistics.median(r['tokens_per_s'] for r in runs), bits=bits, mib=held / 2 ** 20, same=same)
-if not a.no_kvpress:
+if not a.no_kvpress:       # first: the peer env fails fast if it cannot run
     from llm_lab.peers import run_peer
     with tempfile.TemporaryDirectory() as d:
         kp = run_peer('kvpress', lab_root() / 'benchmarks' / 'peers' / 'kvpress_presses.py',
@@ -58,6 +50,14 @@ if not a.no_kvpress:
     for name, r in kp.items():
         rows[name] = dict(tok_s=r['tokens_per_s'], bits=16 * r['stored'] / r['represented'], mib=float('nan'),
                           same=sum(x == y for x, y in zip(r['tokens'], ref.tolist())))
+for name, make in {**peers, **ours}.items():
+    runs, made = [], []
+    for _ in range(a.repeats): runs.append(decode_speed(lm, ids, a.new, cache_factory=lambda: made.append(make()) or made[-1]))
+    c = made[-1]
+    held = tensor_bytes(c)
+    bits = c.bits_per_element() if isinstance(c, KVCache) else (16.0 if name == 'fp' else 8 * held / elements)
+    same = (greedy_tokens(lm, ids, a.new, cache=make()).flatten()[-a.new:] == ref).sum().item()
+    rows[name] = dict(tok_s=statistics.median(r['tokens_per_s'] for r in runs), bits=bits, mib=held / 2 ** 20, same=same)
 print(f"{a.model}, {a.prompt}-token prompt, {a.new} new tokens, greedy, median of {a.repeats}, {torch.get_num_threads()} threads, "
       f"device {lm.device}; the full cache holds the model's {next(lm.parameters()).dtype}, bits/elt count it as fp16 = 16")
 peer_names = [n for n in ('fp', 'quanto2', 'kvpress_none', 'kvpress_think40') if n in rows]

@@ -13,7 +13,7 @@ import kvpress
 spec = json.load(open(sys.argv[1]))
 torch.set_num_threads(spec.get('threads', 2))
 model = AutoModelForCausalLM.from_pretrained(spec['model_dir'], dtype=torch.float32).eval()
-P, chunk = spec['prompt'], spec['chunk']
+P, chunk = spec.get('prompt'), spec.get('chunk')
 
 @torch.no_grad()
 def continuation(press, ids):
