@@ -6,7 +6,8 @@ One prompt from the test split, greedy decoding of `--new` tokens through a fres
 `--repeats`). Ours: KIVI-2, KVQuant-3 (calibrated on 4 x 512 tokens), ThinK 0.4, ThinK 0.4 + KIVI-2. Peers: the full
 `DynamicCache`, transformers' quantized cache (quanto, 2 bits, KIVI's group and residual), and kvpress (ThinKPress 0.4 and
 SnapKVPress 0.4, in kvpress's own env, transformers 5.2, same model directory and prompt). Prints tokens/s, ratios of
-ours to each peer, bits per represented element (everything stored; fp16 = 16), the bytes really held, and how many
+ours to each peer, bits per represented element (everything stored; fp16 = 16), the bytes really held (in all and per
+token), and how many
 greedy tokens equal the full cache's.
 """
 import argparse, statistics, tempfile, warnings
@@ -61,7 +62,7 @@ for name, make in {**peers, **ours}.items():
 print(f"{a.model}, {a.prompt}-token prompt, {a.new} new tokens, greedy, median of {a.repeats}, {torch.get_num_threads()} threads, "
       f"device {lm.device}; the full cache holds the model's {next(lm.parameters()).dtype}, bits/elt count it as fp16 = 16")
 peer_names = [n for n in ('fp', 'quanto2', 'kvpress_none', 'kvpress_think40') if n in rows]
-print(f"{'cache':>16} | {'tok/s':>6} | " + ' | '.join(f'{"x " + p:>17}' for p in peer_names) + f" | {'bits/elt':>8} | {'MiB held':>8} | same tokens")
+print(f"{'cache':>16} | {'tok/s':>6} | " + ' | '.join(f'{"x " + p:>17}' for p in peer_names) + f" | {'bits/elt':>8} | {'MiB held':>8} | {'KiB/token':>9} | same tokens")
 for name, r in rows.items():
     ratios = ' | '.join(f"{r['tok_s'] / rows[p]['tok_s']:17.2f}" for p in peer_names)
-    print(f"{name:>16} | {r['tok_s']:6.2f} | {ratios} | {r['bits']:8.2f} | {r['mib']:8.2f} | {r['same']}/{a.new}")
+    print(f"{name:>16} | {r['tok_s']:6.2f} | {ratios} | {r['bits']:8.2f} | {r['mib']:8.2f} | {1024 * r['mib'] / (a.prompt + a.new):9.2f} | {r['same']}/{a.new}")

@@ -256,7 +256,7 @@ def collect_run(run_dir: str | Path) -> list[dict]:
     return out
 
 FAMILY_AXES = {'prune': ('share of all parameters removed (unstructured: zeroed)', 'perplexity (test split)'),
-               'kv': ('bits per cached element (everything stored)', 'perplexity (test split)')}
+               'kv': ('bits per cached element (everything stored)', 'perplexity (test split; kvquant: whole windows, think: after a compressed prompt)')}
 
 def family_figures(run_dir: str | Path, entries: list[dict] | None = None) -> dict[str, Path]:
     "Draw `family-<family>.png` in the run folder for each family whose papers logged curves (`points/<series>`): all of them on one axis."

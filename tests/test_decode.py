@@ -91,3 +91,21 @@ def test_tokenizer_mismatch_is_an_error():
         speculative_generate(lm, NGramDrafter(), torch.tensor([5, 6, 7]), 4, temperature=-1)
     with pytest.raises(ValueError, match='empty'):
         speculative_generate(lm, NGramDrafter(), torch.tensor([], dtype=torch.long), 4)
+
+
+def test_think_and_kvquant_caches_under_speculative_decoding():
+    "ThinK and KVQuant caches under rollback: greedy speculative output equals greedy decoding through the same kind of cache."
+    from llm_lab.kv import ThinKCache, KVQuantCache
+    from llm_lab.kv.kvquant import capture_kv, calibrate_kvquant
+    from llm_lab.evaluate import greedy_tokens
+    lm = rand_llama(3, 2, vocab=259, init=0.1)
+    small = rand_llama(1, 5, vocab=259, init=0.1)
+    prompt = torch.randint(3, 259, (60,), generator=torch.Generator().manual_seed(1))
+    cal = calibrate_kvquant(capture_kv(lm, prompt[None]), 4, max_points=4096)
+    for make in (lambda: ThinKCache(lm, 0.5, window=16, recent=8, dtype=None), lambda: KVQuantCache(cal)):
+        ref = greedy_tokens(lm, prompt, 24, cache=make())
+        cache = make()
+        out, st = speculative_generate(lm, ModelDrafter(small), prompt, 24, k=3, cache=cache)
+        assert sum(p - a for p, a in zip(st.proposed, st.accepted)) > 0, "no rejection: the rollback was not exercised"
+        assert torch.equal(out, ref), (type(cache).__name__, out, ref)
+        assert cache.get_seq_length() == len(prompt) + len(out) - 1
