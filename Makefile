@@ -44,7 +44,7 @@ model: venv
 # nbdev_test runs the library notebooks (0x, 9x); the paper notebooks (1x-8x) run whole, inline tests included,
 # under papermill at the tiny scale in tests/test_repro.py, so they are not run twice.
 test: setup
-	$(BIN)/nbdev_test --do_print --skip_file_re '^([_.]|[1-8][0-9])'
+	$(BIN)/nbdev_test --do_print --skip_file_re '^([_.]|[1-8](0[1-9]|[1-9][0-9]))'
 	$(BIN)/pytest -q --durations=15 tests
 
 repro: setup

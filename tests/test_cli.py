@@ -12,7 +12,7 @@ def run(*args, **kw):
 def test_list():
     r = run('list', '--claims')
     assert r.returncode == 0, r.stderr
-    assert 'kivi' in r.stdout and 'nbs/20_kivi.ipynb' in r.stdout and 'key_per_channel' in r.stdout
+    assert 'kivi' in r.stdout and 'nbs/201_kivi.ipynb' in r.stdout and 'key_per_channel' in r.stdout
 
 
 def test_unknown_paper_fails_before_running_anything():

@@ -54,10 +54,10 @@ def test_notebook_opens_and_runs_in_jupyterlab(root, tmp_path):
         else: pytest.fail('JupyterLab did not start')
         status, page = api(f'http://127.0.0.1:{port}/lab', token)
         assert status == 200 and b'JupyterLab' in page
-        status, body = api(f'http://127.0.0.1:{port}/api/contents/nbs/20_kivi.ipynb', token)
+        status, body = api(f'http://127.0.0.1:{port}/api/contents/nbs/201_kivi.ipynb', token)
         assert status == 200 and json.loads(body)['type'] == 'notebook'
         status, body = api(f'http://127.0.0.1:{port}/api/sessions', token, 'POST',
-                           {'path': 'nbs/20_kivi.ipynb', 'type': 'notebook', 'kernel': {'name': 'python3'}})
+                           {'path': 'nbs/201_kivi.ipynb', 'type': 'notebook', 'kernel': {'name': 'python3'}})
         assert status == 201
         kernel = json.loads(body)['kernel']['id']
         out = execute(port, token, kernel, 'import sys, llm_lab\nfrom llm_lab.kv import KIVICache\n'

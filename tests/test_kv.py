@@ -79,7 +79,7 @@ def test_kvquant_generate_on_embedded_model(embedded, kvquant_cal, bits):
     out = model.generate(**enc, past_key_values=cache, max_new_tokens=12, min_new_tokens=12, do_sample=False)
     assert out.shape == (2, enc.input_ids.shape[1] + 12)
     # ~25 tokens: the fp32 first token (~1.3 bits/element) and per-layer constants (~0.65) weigh a lot; the exact layout
-    # is checked to the bit in nbs/21; here: more than the codes, less than an fp16 cache
+    # is checked to the bit in nbs/202; here: more than the codes, less than an fp16 cache
     assert bits < cache.bits_per_element() < 16
     alone = tok(prompts[1:], return_tensors='pt')                          # the longer prompt has no padding
     out1 = model.generate(**alone, past_key_values=KVQuantCache(cal), max_new_tokens=12, min_new_tokens=12, do_sample=False)
