@@ -247,7 +247,8 @@ def fit(model: nn.Module, n_examples: int, loss_fn: Callable, config: TrainConfi
             loss, metrics = _as_loss(loss_fn(wrapped, idx.cpu()))
             acc.backward(loss)
             keys = ['loss', *metrics]       # averaged over processes, so a DDP run logs what one process would
-            vals = acc.gather(torch.tensor([float(loss), *map(float, metrics.values())], device=acc.device)[None]).view(-1, len(keys)).mean(0)
+            nums = [float(v.detach()) if torch.is_tensor(v) else float(v) for v in (loss, *metrics.values())]
+            vals = acc.gather(torch.tensor(nums, device=acc.device)[None]).view(-1, len(keys)).mean(0)
             for k, v in zip(keys, vals.tolist()): agg.setdefault(k, []).append(v)
             if acc.sync_gradients and cfg.max_grad_norm: gn = acc.clip_grad_norm_(params, cfg.max_grad_norm)
             opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
