@@ -4,6 +4,7 @@
 #   make lab     - set up, then JupyterLab on 127.0.0.1 with the project kernel
 #   make export  - notebooks -> llm_lab/ (nbdev_export), then clean notebook metadata
 #   make peers   - build the peer libraries' own virtualenvs under .peers/ (parity tests build the one they need)
+#   make determinism - run every paper (or PAPERS) twice at tiny and list the non-timing metrics that differ
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -15,9 +16,9 @@ WORKERS ?= 1
 PORT ?= 8888
 CORPORA := fortunes fortunes-de fortunes-es fortunes-it fortunes-ru
 
-.PHONY: setup venv corpora model test repro lab export clean peers
+.PHONY: setup venv corpora browser model test repro lab export clean peers determinism
 
-setup: venv corpora model
+setup: venv corpora browser model
 
 venv: $(STAMP)
 
@@ -38,6 +39,16 @@ corpora:
 	$$SUDO apt-get update -qq >/dev/null || true; \
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null
 
+# headless Chromium and its driver for the browser tests (report page, JupyterLab UI); skipped with a note without apt-get
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "note: apt-get is not available; install chromium and chromium-driver, or the browser tests are skipped"; exit 0; fi; \
+	SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	echo "installing Debian's chromium and chromium-driver (browser tests)"; \
+	$$SUDO apt-get update -qq >/dev/null || true; \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+
 model: venv
 	@$(BIN)/llm-lab fetch-model >/dev/null
 
@@ -48,7 +59,12 @@ test: setup
 	$(BIN)/pytest -q --durations=15 tests
 
 repro: setup
-	$(BIN)/llm-lab repro --scale $(SCALE) $(if $(PAPERS),--papers $(PAPERS)) --workers $(WORKERS)
+	$(BIN)/llm-lab repro --scale $(SCALE) $(if $(PAPERS),--papers $(PAPERS)) --workers $(WORKERS) $(if $(MODEL),--model $(MODEL)) $(ARGS)
+
+determinism: setup
+	-$(BIN)/llm-lab repro --scale tiny --run-name determinism-a --force --workers $(WORKERS) $(if $(PAPERS),--papers $(PAPERS))
+	-$(BIN)/llm-lab repro --scale tiny --run-name determinism-b --force --workers $(WORKERS) $(if $(PAPERS),--papers $(PAPERS))
+	$(BIN)/llm-lab compare determinism-a determinism-b
 
 lab: setup
 	$(BIN)/jupyter lab --ip 127.0.0.1 --port $(PORT) --no-browser --allow-root --notebook-dir .

@@ -8,10 +8,11 @@ import argparse, sys
 from pathlib import Path
 
 from .core import lab_root
-from .repro import SCALES, RunIdentityError, list_papers, run_papers, write_report, collect_run, summarize, summary_text
+from .repro import SCALES, RunIdentityError, compare_runs, list_papers, run_papers, write_report, collect_run, summarize, summary_text
 
 # %% auto #0
-__all__ = ['cmd_list', 'parse_overrides', 'cmd_repro', 'cmd_report', 'cmd_fetch_model', 'cmd_models', 'parser', 'main']
+__all__ = ['cmd_list', 'parse_overrides', 'cmd_repro', 'cmd_report', 'cmd_compare', 'cmd_fetch_model', 'cmd_models', 'parser',
+           'main']
 
 # %% ../nbs/901_cli.ipynb #e241804a
 def cmd_list(args) -> int:
@@ -50,6 +51,18 @@ def cmd_report(args) -> int:
     print(md); print(html)
     return 0
 
+def cmd_compare(args) -> int:
+    "Print the non-timing metrics that differ between two runs; exit status 1 if any does."
+    runs = [Path(r) if Path(r).is_dir() else lab_root() / 'runs' / r for r in (args.a, args.b)]
+    for r in runs:
+        if not r.is_dir(): raise FileNotFoundError(f"no run at {r}")
+    diff = compare_runs(*runs)
+    for pid, d in diff.items():
+        print(f"{pid:<28} {'identical' if not d else f'{len(d)} metrics differ'}")
+        for k, (x, y) in list(d.items())[:10]: print(f"    {k}: {str(x)[:60]} | {str(y)[:60]}")
+    print(f"{sum(not d for d in diff.values())}/{len(diff)} papers identical (timing metrics speed_* left out)")
+    return 1 if any(diff.values()) else 0
+
 def cmd_fetch_model(args) -> int:
     "Download and convert a registry model into the cache."
     from llm_lab.models import fetch_model
@@ -81,6 +94,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument('--workers', type=int, default=1, help='notebooks run at once (each kernel gets cpu_count/workers threads)')
     r.set_defaults(fn=cmd_repro)
     rp = sub.add_parser('report', help='write report.md/html of a run'); rp.add_argument('run'); rp.set_defaults(fn=cmd_report)
+    c = sub.add_parser('compare', help='non-timing metrics that differ between two runs (determinism)')
+    c.add_argument('a'); c.add_argument('b'); c.set_defaults(fn=cmd_compare)
     f = sub.add_parser('fetch-model', help='fetch and convert a registry model')
     f.add_argument('name', nargs='?', default='smollm2-135m-instruct'); f.set_defaults(fn=cmd_fetch_model)
     sub.add_parser('models', help='registry models and the models the notebooks saved (drafts among them)').set_defaults(fn=cmd_models)

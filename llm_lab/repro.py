@@ -16,9 +16,9 @@ from .claims import (SCALES, KINDS, Claim, Paper, papers_dir, load_paper, list_p
                             eval_check, check_claims, claims_table, summarize, summary_text)
 
 # %% auto #0
-__all__ = ['FAMILY_AXES', 'RunIdentityError', 'code_version', 'notebook_defaults', 'run_params', 'run_identity', 'identity_diff',
-           'notebook_progress', 'check_rerun', 'run_paper', 'run_papers', 'collect_run', 'family_figures',
-           'write_report']
+__all__ = ['FAMILY_AXES', 'TIMING_PREFIXES', 'RunIdentityError', 'code_version', 'notebook_defaults', 'run_params',
+           'run_identity', 'identity_diff', 'notebook_progress', 'check_rerun', 'run_paper', 'run_papers',
+           'collect_run', 'family_figures', 'write_report', 'compare_runs']
 
 # %% ../nbs/900_repro.ipynb #c8dc06d2
 class RunIdentityError(RuntimeError):
@@ -359,3 +359,17 @@ def _md_to_html(md: str, title: str) -> str:
              'td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px;vertical-align:top}th{background:#f3f3f3}'
              'pre{background:#f6f6f6;padding:8px;overflow:auto}')
     return f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body>' + '\n'.join(out) + '</body></html>\n'
+
+# %% ../nbs/900_repro.ipynb #34b8f0bb
+TIMING_PREFIXES = ('speed_',)
+
+def compare_runs(a: str | Path, b: str | Path, papers: Sequence[str] | None = None) -> dict[str, dict]:
+    "Per paper present in both runs: the non-timing metrics that differ (`{key: (a, b)}`), and keys present in one run only."
+    a, b, out = Path(a), Path(b), {}
+    common = sorted({d.name for d in a.iterdir() if (d / 'metrics.json').exists()} & {d.name for d in b.iterdir() if (d / 'metrics.json').exists()})
+    for pid in (papers or common):
+        ma = json.loads((a / pid / 'metrics.json').read_text())['metrics']
+        mb = json.loads((b / pid / 'metrics.json').read_text())['metrics']
+        keys = [k for k in sorted(set(ma) | set(mb)) if not k.startswith(TIMING_PREFIXES)]
+        out[pid] = {k: (ma.get(k, '<absent>'), mb.get(k, '<absent>')) for k in keys if ma.get(k, '<absent>') != mb.get(k, '<absent>')}
+    return out

@@ -22,3 +22,10 @@ def embedded():
 def tiny():
     from llm_lab.models import tiny_llama
     return tiny_llama()
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory):
+    "Every registered paper, run once at the tiny scale with 2 notebooks at once (the CI reproducibility check)."
+    from llm_lab.repro import run_papers
+    return run_papers(scale='tiny', run_name='ci', runs_dir=tmp_path_factory.mktemp('runs'), workers=2)
