@@ -59,7 +59,7 @@ test: setup
 	$(BIN)/pytest -q --durations=15 tests
 
 repro: setup
-	$(BIN)/llm-lab repro --scale $(SCALE) $(if $(PAPERS),--papers $(PAPERS)) --workers $(WORKERS) $(if $(MODEL),--model $(MODEL)) $(ARGS)
+	$(BIN)/llm-lab repro --scale $(SCALE) $(if $(PAPERS),--papers $(PAPERS)) --workers $(WORKERS) $(if $(MODEL),--model $(MODEL)) $(if $(EXECUTOR),--executor $(EXECUTOR)) $(ARGS)
 
 determinism: setup
 	-$(BIN)/llm-lab repro --scale tiny --run-name determinism-a --force --workers $(WORKERS) $(if $(PAPERS),--papers $(PAPERS))

@@ -58,6 +58,7 @@ class Paper:
     code: str = ''
     scales: dict[str, dict] = field(default_factory=dict)
     claims: list[Claim] = field(default_factory=list)
+    resources: dict[str, dict] = field(default_factory=dict)   # per scale: gpus, cpus, mem_gb, time_min, processes (cluster jobs)
 
     def params(self, scale: str) -> dict:
         "The notebook parameters of a scale preset."

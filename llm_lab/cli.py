@@ -11,8 +11,8 @@ from .core import lab_root
 from .repro import SCALES, RunIdentityError, compare_runs, list_papers, run_papers, write_report, collect_run, summarize, summary_text
 
 # %% auto #0
-__all__ = ['cmd_list', 'parse_overrides', 'cmd_repro', 'cmd_report', 'cmd_compare', 'cmd_fetch_model', 'cmd_models', 'parser',
-           'main']
+__all__ = ['cmd_list', 'parse_overrides', 'cmd_repro', 'cmd_status', 'cmd_report', 'cmd_compare', 'cmd_fetch_model', 'cmd_models',
+           'parser', 'main']
 
 # %% ../nbs/901_cli.ipynb #e241804a
 def cmd_list(args) -> int:
@@ -33,15 +33,40 @@ def parse_overrides(pairs) -> dict:
     return out
 
 def cmd_repro(args) -> int:
-    "Run papers with papermill and write the report; exit status 1 if any paper failed or an expected invariant did not hold."
-    run_dir = run_papers(args.papers, scale=args.scale, run_name=args.run_name, model=args.model, seed=args.seed, force=args.force,
-                         workers=args.workers, overrides=parse_overrides(args.p))
+    """Run papers with papermill (here, or as cluster jobs with `--executor slurm`) and write the report; exit status 1 if any
+    paper failed or an expected invariant did not hold."""
+    overrides = parse_overrides(args.p)
+    if args.executor != 'local' or args.dry_run:
+        from llm_lab.executors import submit_papers
+        slurm = {k: v for k, v in dict(partition=args.slurm_partition, account=args.slurm_account, qos=args.slurm_qos).items() if v}
+        if args.slurm_setup: slurm['setup'] = list(args.slurm_setup)
+        out = submit_papers(args.papers, scale=args.scale, run_name=args.run_name, model=args.model, seed=args.seed, overrides=overrides,
+                            executor='slurm' if args.executor == 'local' else args.executor, force=args.force, dry_run=args.dry_run,
+                            wait=args.wait, slurm=slurm)
+        for pid in out['skipped']: print(f"{pid}: finished with the same identity, not resubmitted")
+        for pid, text in out['scripts'].items(): print(f"# ===== {pid}: {out['run_dir'] / '.jobs' / pid}\n{text}")
+        for pid, job in out['jobs'].items(): print(f"{pid}: submitted as job {job}")
+        if out['jobs']: print(f"follow with: llm-lab status {out['run_dir']}; the report fills in as jobs finish: {out['run_dir'] / 'report.md'}")
+        if not args.wait or args.dry_run: return 0
+        run_dir = out['run_dir']
+    else:
+        run_dir = run_papers(args.papers, scale=args.scale, run_name=args.run_name, model=args.model, seed=args.seed, force=args.force,
+                             workers=args.workers, overrides=overrides)
     entries = collect_run(run_dir)
     print(f"\nreport: {run_dir / 'report.md'}  (and report.html)")
-    for e in entries: print(f"  {e['id']:<28} {e['status'].get('status'):<8} {summary_text(e['summary'])}")
+    for e in entries: print(f"  {e['id']:<28} {e['status'].get('status'):<10} {summary_text(e['summary'])}")
     broken = [e['id'] for e in entries if e['summary']['invariant']['total'] != e['summary']['invariant']['reproduced']]
     if broken: print(f"invariants not reproduced in: {', '.join(broken)}", file=sys.stderr)
     return 1 if broken or any(e['status'].get('status') != 'ok' for e in entries) else 0
+
+def cmd_status(args) -> int:
+    "Where each paper of a run is: finished, failed (with the error), running (cell and section), queued or lost."
+    from llm_lab.executors import run_status
+    run = Path(args.run)
+    for r in run_status(run if run.is_dir() else lab_root() / 'runs' / args.run):
+        job = f"job {r['job']} ({r['executor']})" if r['job'] else r['executor']
+        print(f"{r['paper']:<28} {r['state']:<9} {job:<28} {r['detail']}")
+    return 0
 
 def cmd_report(args) -> int:
     "(Re)write report.md and report.html of a run."
@@ -90,9 +115,17 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument('--run-name', default=None, help='folder under runs/ (default: the scale); a rerun skips finished papers')
     r.add_argument('--seed', type=int, default=0)
     r.add_argument('--force', action='store_true', help='rerun papers already finished (and replace runs of another identity)')
+    r.add_argument('--executor', choices=('local', 'slurm', 'submitit-local'), default='local',
+                   help="local: run here (--workers at once); slurm: one SLURM job per paper via submitit; submitit-local: the same jobs as local processes")
+    r.add_argument('--dry-run', action='store_true', help='print the job script of each paper instead of submitting')
+    r.add_argument('--wait', action='store_true', help='with an executor: wait for every job, then print the summary')
+    r.add_argument('--slurm-partition'); r.add_argument('--slurm-account'); r.add_argument('--slurm-qos')
+    r.add_argument('--slurm-setup', action='append', help='a shell line run before each job (e.g. "module load cuda"); repeatable')
     r.add_argument('-p', nargs=2, action='append', metavar=('NAME', 'VALUE'), help='a notebook parameter, as papermill -p (repeatable; VALUE read as YAML)')
     r.add_argument('--workers', type=int, default=1, help='notebooks run at once (each kernel gets cpu_count/workers threads)')
     r.set_defaults(fn=cmd_repro)
+    st = sub.add_parser('status', help="each paper's state in a run (finished, failed, running, queued, lost)")
+    st.add_argument('run'); st.set_defaults(fn=cmd_status)
     rp = sub.add_parser('report', help='write report.md/html of a run'); rp.add_argument('run'); rp.set_defaults(fn=cmd_report)
     c = sub.add_parser('compare', help='non-timing metrics that differ between two runs (determinism)')
     c.add_argument('a'); c.add_argument('b'); c.set_defaults(fn=cmd_compare)

@@ -226,10 +226,10 @@ def collect_run(run_dir: str | Path) -> list[dict]:
     "One entry per paper folder of a run: status, identity, metrics, claim rows (judged with the stored claims), summary."
     run_dir, out = Path(run_dir), []
     if not run_dir.is_dir(): raise FileNotFoundError(f"no run at {run_dir}")
-    for d in sorted(p for p in run_dir.iterdir() if p.is_dir()):
-        st = _status(d) or dict(paper=d.name, status='incomplete', error='no status.json (interrupted?)')
+    for d in sorted(p for p in run_dir.iterdir() if p.is_dir() and not p.name.startswith('.')):
+        st = _status(d) or dict(paper=d.name, status='incomplete', error='interrupted: no status.json (its partial metrics are not reported)')
         mf = d / 'metrics.json'
-        rec = json.loads(mf.read_text()) if mf.exists() else {'metrics': {}, 'run': {}}
+        rec = json.loads(mf.read_text()) if mf.exists() and _status(d) else {'metrics': {}, 'run': {}}
         paper, changed = _stored_paper(d)
         if paper is None: rows = []
         elif st.get('status') == 'ok': rows = check_claims(paper, rec['metrics'], st.get('scale'))
