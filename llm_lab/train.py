@@ -217,7 +217,8 @@ def fit(model: nn.Module, n_examples: int, loss_fn: Callable, config: TrainConfi
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warm = max(1, cfg.warmup_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
-    loader = DataLoader(order, batch_size=cfg.micro_batch, shuffle=False, drop_last=True)
+    loader = DataLoader(order, batch_size=cfg.micro_batch, shuffle=False, drop_last=True,
+                        generator=torch.Generator().manual_seed(cfg.seed))   # its own: iterating never draws from the global RNG
     was_training = model.training
     wrapped, opt, loader, sched = acc.prepare(model, opt, loader, sched)
     plain = acc.unwrap_model(wrapped)
