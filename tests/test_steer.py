@@ -5,7 +5,8 @@ import pytest
 import torch
 from llm_lab.models import fetch_model
 from llm_lab.peers import run_peer
-from llm_lab.steer.vectors import caa, pca_vector, steering, first_component, read_activations
+from llm_lab.steer import steering, read_activations
+from llm_lab.steer.vectors import caa, pca_vector, first_component
 from llm_lab.synthetic import sentiment_pairs
 
 HERE = Path(__file__).parent
