@@ -1,12 +1,16 @@
-"Pruning family: LLM-Pruner's group importance and pruning against torch-pruning (its dependency graph and importance criteria)."
+"""Pruning family: LLM-Pruner's group importance and pruning against torch-pruning (its dependency graph and importance criteria).
+
+torch-pruning applies to the architectures whose MLP has separate projections: on Phi-3 its graph sees the fused gate_up_proj as
+one layer and prunes its rows as independent channels (not a neuron's gate/up pair), and on GPT-NeoX it fails to build its
+dependency graph (the concat of rotated and pass-through query channels), so those two are not compared."""
 import copy
 import pytest
 import torch
 
 tp = pytest.importorskip('torch_pruning')
-from llm_lab.models import tiny_llama
-from llm_lab.hooks import decoder_layers
-from llm_lab.prune.llm_pruner import grad_stats, group_importance, prune_groups, layer_shapes
+from llm_lab.tiny import tiny_llama, tiny_model
+from llm_lab.arch import decoder_layers, mlp_projections, layer_shapes
+from llm_lab.prune.llm_pruner import grad_stats, group_importance, prune_groups
 
 
 def _graph(model, ids):
@@ -63,3 +67,22 @@ def test_mlp_pruning_matches_torch_pruning_pruner(tiny64):
         for n in ('gate_proj', 'up_proj', 'down_proj'):
             assert torch.equal(getattr(a.mlp, n).weight, getattr(b.mlp, n).weight), n
     with torch.no_grad(): assert torch.equal(ours(calib).logits, theirs(calib).logits)
+
+
+@pytest.mark.parametrize('arch', ['mistral', 'qwen2', 'qwen3', 'gemma3'])
+def test_mlp_pruning_matches_torch_pruning_other_archs(arch):
+    "The same comparison on the other architectures with separate MLP projections (MLP groups found through llm_lab.arch)."
+    kw = dict(layer_types=['sliding_attention', 'full_attention', 'sliding_attention']) if arch == 'gemma3' else {}
+    m = tiny_model(arch, num_hidden_layers=3, intermediate_size=96, seed=1, **kw)[0].double()
+    calib = torch.randint(3, 259, (3, 16), generator=torch.Generator().manual_seed(0))
+    stats = grad_stats(m, calib)
+    ours = prune_groups(copy.deepcopy(m), group_importance(m, calib, 'element1', stats=stats), 0.25, layers=[1, 2], prune_heads=False)
+    theirs = copy.deepcopy(m)
+    for a, b in zip(m.modules(), theirs.modules()):
+        if isinstance(a, torch.nn.Linear) and a in stats.grad: b.weight.grad = stats.grad[a].clone()
+    keep = {p.module for l in (1, 2) for p in mlp_projections(theirs, l)[0]}
+    ignored = [mod for mod in theirs.modules() if isinstance(mod, torch.nn.Linear) and mod not in keep]
+    tp.pruner.BasePruner(theirs, calib[:1], importance=tp.importance.GroupTaylorImportance(), pruning_ratio=0.25,
+                         ignored_layers=ignored, output_transform=lambda o: o.logits).step()
+    assert [s['intermediate_size'] for s in layer_shapes(ours)] == [96, 72, 72]
+    assert all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters()))
