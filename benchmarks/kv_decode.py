@@ -19,7 +19,7 @@ from llm_lab.models import load_model, fetch_model, model_info
 from llm_lab.data import load_corpus, token_stream, token_blocks
 from llm_lab.evaluate import decode_speed, greedy_tokens, tensor_bytes
 from llm_lab.kv import KVCache
-from llm_lab.kv.kivi import KIVICache, quanto_cache
+from llm_lab.kv.kivi import KIVICache, quanto_cache, quanto_refusal
 from llm_lab.kv.kvquant import capture_kv, calibrate_kvquant, KVQuantCache
 from llm_lab.kv.think import ThinKCache
 
@@ -37,6 +37,8 @@ kvq3 = calibrate_kvquant(capture_kv(lm, token_blocks(tok, list(corpus.calibratio
 ours = {'kivi2': lambda: KIVICache(2, 32, 128), 'kvquant3': lambda: KVQuantCache(kvq3),
         'think40': lambda: ThinKCache(lm, 0.4), 'kivi2+think40': lambda: ThinKCache(lm, 0.4, quant=KIVICache(2, 32, 128))}
 peers = {'fp': DynamicCache, 'quanto2': lambda: quanto_cache(lm, 2, 32, 128)}
+if quanto_refusal(lm):      # transformers' quantized cache refuses sliding-window layers (Gemma 3, Mistral)
+    print(f"quanto2 left out: {quanto_refusal(lm)}"); del peers['quanto2']
 elements = 2 * info['layers'] * info['kv_heads'] * info['head_dim'] * (a.prompt + a.new)
 ref = greedy_tokens(lm, ids, a.new).flatten()[-a.new:]
 rows = {}
