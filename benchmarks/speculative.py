@@ -11,7 +11,8 @@ import argparse, statistics, time, warnings
 import torch
 from llm_lab.models import load_model, chat_prompt
 from llm_lab.data import load_corpus
-from llm_lab.decode.speculative import speculative_generate, ModelDrafter, NGramDrafter, early_exit
+from llm_lab.decode import speculative_generate, ModelDrafter, early_exit
+from llm_lab.decode.speculative import NGramDrafter
 
 warnings.filterwarnings('ignore')
 ap = argparse.ArgumentParser()

@@ -2,9 +2,9 @@
 import itertools
 import pytest, torch
 from transformers import LlamaConfig, LlamaForCausalLM
-from llm_lab.decode import speculative as sp
-from llm_lab.decode.speculative import (speculative_generate, ModelDrafter, NGramDrafter, early_exit, chi2_test, dist,
-                                        HeuristicK, FixedK)
+import llm_lab.decode as base
+from llm_lab.decode import speculative_generate, ModelDrafter, early_exit, dist, HeuristicK, FixedK
+from llm_lab.decode.speculative import NGramDrafter, chi2_test
 from llm_lab.kv import KVCache, KIVICache
 from llm_lab.models import tiny_llama, byte_tokenizer
 
@@ -48,8 +48,8 @@ def test_two_token_sampling_is_the_targets_distribution(small_vocab, monkeypatch
     assert r['p_value'] > 0.001, r
     # and it does detect a broken rule: accept every draft token
     def accept_all(p, q, draft, generator=None):
-        return len(draft), sp.sample(p[len(draft)], generator)
-    monkeypatch.setattr(sp, 'verify', accept_all)
+        return len(draft), base.sample(p[len(draft)], generator)
+    monkeypatch.setattr(base, 'verify', accept_all)         # the family's loop (llm_lab.decode) calls the rule by this name
     bad = chi2_test(draw(target, draft, prompt, 1500), p)
     assert bad['p_value'] < 1e-6, bad
 
