@@ -86,6 +86,13 @@ def test_pruning_inputs():
     with pytest.raises(ValueError, match=r'\[0, 1\)'): prune_groups(model, gi, 1.0)
     with pytest.raises(ValueError, match=r'layers must be in \[0, 2\)'): prune_groups(model, gi, 0.2, layers=[3])
     with pytest.raises(ValueError, match='unknown estimator'): group_importance(model, calib, 'taylor')
+    from llm_lab.prune import prune, check_calib, top_indices, recover
+    with pytest.raises(KeyError, match="no pruner named 'wand'"): prune(model, calib, 'wand', 0.5)
+    with pytest.raises(ValueError, match='token ids'): check_calib(model, calib[:, :1])
+    with pytest.raises(ValueError, match=r'k must be an integer in \[0, 4\]'): top_indices(torch.ones(4), 5)
+    with pytest.raises(ValueError, match='unknown recovery'): recover(model, calib, calib[0], how='qlora')
+    with pytest.raises(ValueError, match='keys among'): prune(model, calib, 'minitron_width', dict(layers=1))
+    with pytest.raises(ValueError, match=r'ratio must be in \[0, 1\)'): prune(model, calib, 'llm_pruner', 1.5)
 
 
 def test_kvquant_inputs(tiny):
@@ -110,9 +117,10 @@ def test_kvquant_inputs(tiny):
 
 
 def test_think_inputs(tiny):
-    "A pruning ratio outside [0, 1), an unknown score, value pruning under KIVI's per-token groups, a model without q_proj."
+    "A pruning ratio outside [0, 1), an unknown score, value pruning under KIVI's per-token groups, an attention whose queries the lab cannot read."
     from transformers import GPT2Config, GPT2LMHeadModel
     from llm_lab.kv import ThinKCache
+    from llm_lab.arch import ArchitectureError
     model, _ = tiny
     for r in (-0.1, 1.0, 1.5, 'half'):
         with pytest.raises(ValueError, match=r'\[0, 1\)'): ThinKCache(model, ratio=r)
@@ -120,4 +128,43 @@ def test_think_inputs(tiny):
     with pytest.raises(ValueError, match='score'): ThinKCache(model, score='l1')
     with pytest.raises(ValueError, match='not values'): ThinKCache(model, value_ratio=0.4, quant=KIVICache(2))  # 10 of 16 channels: no whole 2-bit packing
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=32, n_layer=2, n_head=2, n_positions=64)).eval()
-    with pytest.raises(ValueError, match='q_proj'): ThinKCache(gpt2)
+    with pytest.raises(ArchitectureError, match='GPT2LMHeadModel.*unknown attention layout'): ThinKCache(gpt2)
+
+
+def test_steering_inputs(tiny):
+    from llm_lab.steer import STEERERS, NeuronEdit, SteeringVector, edit_neurons, neuron_stats
+    from llm_lab.steer.subnetwork import FinetuneConfig, finetune
+    model, tok = tiny
+    with pytest.raises(ValueError, match='unknown site'): SteeringVector({0: torch.zeros(64)}, site='residual')
+    with pytest.raises(ValueError, match='width 32'): SteeringVector({0: torch.zeros(32)}).patch(model)
+    with pytest.raises(ValueError, match='unknown operator'): SteeringVector({0: torch.zeros(64)}).patch(model, operator='mul')
+    with pytest.raises(IndexError, match='neuron index'): edit_neurons(model, [NeuronEdit(0, [999], 'set', 0.0)]).__enter__()
+    with pytest.raises(ValueError, match='site must be one of'): neuron_stats(model, tok, {'en': ['abc']}, site='resid')
+    with pytest.raises(KeyError, match='registered: actadd'): STEERERS['steer-all']
+    with pytest.raises(ValueError, match='unknown method'): finetune(model, ['abc'], 'adapters', tokenizer=tok, val=['abc'])
+    with pytest.raises(ValueError, match='steps'): FinetuneConfig(steps=0)
+
+
+def test_decode_inputs(tiny):
+    model, _ = tiny
+    from llm_lab.decode import early_exit, FixedK, ModelDrafter, speculative_generate, autoregressive_generate
+    from llm_lab.decode.speculative import NGramDrafter
+    from llm_lab.decode.specdec_pp import AcceptanceHead, SpecDecPPDrafter, train_head, acceptance_data
+    from llm_lab.decode.entropy_adaptive import EntropyRule, entropy_adaptive_generate
+    from llm_lab.decode.ffn_skip import SaturationSkip, random_plan
+    ids = torch.tensor([5, 6, 7])
+    with pytest.raises(ValueError, match=r'n_layers must be an integer in \[1, 2\] for LlamaForCausalLM'): early_exit(model, 3)
+    with pytest.raises(ValueError, match='k must be an integer'): FixedK(True)
+    with pytest.raises(ValueError, match='min_confidence'): ModelDrafter(model, min_confidence=-0.1)
+    with pytest.raises(ValueError, match='min_ngram'): NGramDrafter(max_ngram=1, min_ngram=2)
+    with pytest.raises(ValueError, match='max_new_tokens'): speculative_generate(model, NGramDrafter(), ids, 0)
+    with pytest.raises(ValueError, match='no helper'): autoregressive_generate(model, NGramDrafter(), ids, 4)
+    with pytest.raises(ValueError, match='threshold'): SpecDecPPDrafter(model, AcceptanceHead(64), threshold=-0.5)
+    with pytest.raises(ValueError, match='k_min'): SpecDecPPDrafter(model, AcceptanceHead(64), k_min=0)
+    with pytest.raises(ValueError, match='as many labels'): train_head(AcceptanceHead(4), torch.zeros(3, 4), torch.zeros(2))
+    with pytest.raises(ValueError, match='start 9 outside'): acceptance_data(model, model, [ids], [9])
+    with pytest.raises(ValueError, match='threshold must be >= 0'): EntropyRule(float('nan'))
+    with pytest.raises(ValueError, match='min_dwell'): entropy_adaptive_generate(model, model, ids, 4, min_dwell=0)
+    with pytest.raises(ValueError, match='route needs one 0/1'): entropy_adaptive_generate(model, model, ids, 4, route=[0, 2, 1, 1])
+    with pytest.raises(ValueError, match='max_ratio'): SaturationSkip(8, max_ratio=1.5)
+    with pytest.raises(ValueError, match='cold_start'): random_plan([1], 4, cold_start=2, cold_end=2)
