@@ -15,52 +15,17 @@ from ..core import Registry
 from ..arch import decoder_layers, layers_owner, layer_types, text_config, arch_name
 
 # %% auto #0
-__all__ = ['FAMILY', 'DRAFTERS', 'DECODERS', 'FamilyRegistry', 'dist', 'sample', 'verify', 'Drafter', 'vocab_width',
-           'check_vocab', 'ModelDrafter', 'early_exit', 'FixedK', 'HeuristicK', 'DecodeStats',
-           'expected_tokens_per_call', 'SpecStats', 'speculative_generate', 'NoDrafter', 'autoregressive_generate']
+__all__ = ['FAMILY', 'DRAFTERS', 'DECODERS', 'dist', 'sample', 'verify', 'Drafter', 'vocab_width', 'check_vocab', 'ModelDrafter',
+           'early_exit', 'FixedK', 'HeuristicK', 'DecodeStats', 'expected_tokens_per_call', 'SpecStats',
+           'speculative_generate', 'NoDrafter', 'autoregressive_generate']
 
 # %% ../../nbs/400_decode.ipynb #e5497953
 FAMILY = ('llm_lab.decode.speculative', 'llm_lab.decode.specdec_pp', 'llm_lab.decode.entropy_adaptive', 'llm_lab.decode.ffn_skip')
 "The decoding family's paper modules, in notebook order."
 
-class FamilyRegistry(Registry):
-    "A `Registry` whose entries live in the family's modules: reading it imports them (once), so it lists every method."
-    def __init__(self, kind: str, modules=FAMILY):
-        super().__init__(kind); self.modules, self.loaded = tuple(modules), False
-
-    def load(self) -> 'FamilyRegistry':
-        "Import the family's modules; each registers its methods on import."
-        if not self.loaded:
-            self.loaded = True                     # set first: the modules register into this registry while they import
-            try:
-                for m in self.modules: importlib.import_module(m)
-            except BaseException:
-                self.loaded = False; raise
-        return self
-
-    def register(self, name: str | None = None, obj=None):
-        "Register `obj` under `name` (default: its `__name__`); without `obj`, a decorator. Does not load the family."
-        def add(o):
-            key = name or o.__name__
-            if dict.__contains__(self, key) and dict.__getitem__(self, key) is not o:
-                raise ValueError(f"a {self.kind} named {key!r} is registered already")
-            dict.__setitem__(self, key, o); return o
-        return add if obj is None else add(obj)
-
-    def __missing__(self, key):
-        if not self.loaded: return self.load()[key]
-        return super().__missing__(key)
-    def __contains__(self, key): return dict.__contains__(self.load(), key)
-    def __iter__(self): return dict.__iter__(self.load())
-    def __len__(self): return dict.__len__(self.load())
-    def keys(self): return dict.keys(self.load())
-    def values(self): return dict.values(self.load())
-    def items(self): return dict.items(self.load())
-    def __repr__(self): return super(FamilyRegistry, self.load()).__repr__()
-
-DRAFTERS = FamilyRegistry('drafter')
+DRAFTERS = Registry('drafter', modules=FAMILY)
 "Every drafter of the lab by name: a class whose instances implement `Drafter`."
-DECODERS = FamilyRegistry('decoder')
+DECODERS = Registry('decoder', modules=FAMILY)
 "Every decoding function of the lab by name: `(target, helper, input_ids, max_new_tokens, **options) -> (tokens, stats)`."
 
 # %% ../../nbs/400_decode.ipynb #eb4ed006

@@ -17,39 +17,30 @@ from ..arch import ArchitectureError, arch_name, decoder_layers, layer_calls, ru
 from ..train import LMTrainConfig, TrainResult, n_params, trainable, train_lm
 
 # %% auto #0
-__all__ = ['PRUNERS', 'PRUNER_MODULES', 'RECOVERY', 'register_pruner', 'load_pruners', 'prune', 'check_calib', 'top_indices',
+__all__ = ['PRUNER_MODULES', 'PRUNERS', 'register_pruner', 'RECOVERY', 'load_pruners', 'prune', 'check_calib', 'top_indices',
            'prunable_linears', 'decoder_linears', 'weight_sparsity', 'LinearStats', 'calibration_stats',
            'prune_layerwise', 'recover']
 
-# %% ../../nbs/100_prune.ipynb #713e7f3e
-PRUNERS = Registry('pruner')
-"Every pruner of the lab by name: `(model, calib, target, **kw) -> model`."
-
+# %% ../../nbs/100_prune.ipynb #f5c6fd13
 PRUNER_MODULES = {'magnitude': 'llm_lab.prune.unstructured', 'wanda': 'llm_lab.prune.unstructured',
                   'sparsegpt': 'llm_lab.prune.unstructured', 'block_influence': 'llm_lab.prune.depth',
                   'sleb': 'llm_lab.prune.depth', 'last': 'llm_lab.prune.depth', 'random': 'llm_lab.prune.depth',
                   'minitron_width': 'llm_lab.prune.minitron', 'minitron_depth': 'llm_lab.prune.minitron',
                   'llm_pruner': 'llm_lab.prune.llm_pruner'}
-"The module that registers each method (imported on first use)."
+"The module that registers each method."
 
-def register_pruner(name: str, fn: Callable | None = None):
-    """Register `fn(model, calib, target, **kw) -> model` in `PRUNERS` under `name` (without `fn`: a decorator).
-    Registering a function of the same qualified name again (a notebook cell run twice) replaces the entry."""
-    def add(f):
-        old = PRUNERS.get(name)
-        if old is not None and old is not f and getattr(old, '__qualname__', None) == getattr(f, '__qualname__', None): del PRUNERS[name]
-        return PRUNERS.register(name, f)
-    return add if fn is None else add(fn)
+PRUNERS = Registry('pruner', modules=sorted(set(PRUNER_MODULES.values())))
+"Every pruner of the lab by name: `(model, calib, target, **kw) -> model` (reading it imports the modules above, once)."
 
-def load_pruners(*names: str) -> Registry:
-    "Import the modules that register `names` (default: every method of the lab) and return `PRUNERS`."
-    for n in names or PRUNER_MODULES:
-        if n in PRUNER_MODULES: importlib.import_module(PRUNER_MODULES[n])
-    return PRUNERS
+register_pruner = PRUNERS.register
+"Register `fn(model, calib, target, **kw) -> model` under a name: `register_pruner('name', fn)` or `@register_pruner('name')`."
+
+def load_pruners() -> Registry:
+    "Import every pruning module of the lab (each registers its methods) and return `PRUNERS`."
+    return PRUNERS.load()
 
 def prune(model: nn.Module, calib: torch.Tensor | None, method: str, target, **kw) -> nn.Module:
     "Prune `model` in place with the registered `method` to `target` (its unit depends on the method, see the table) and return it."
-    if method not in PRUNERS: load_pruners(*([method] if method in PRUNER_MODULES else []))
     return PRUNERS[method](model, calib, target, **kw)
 
 # %% ../../nbs/100_prune.ipynb #7e73294c
