@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['seed_everything', 'get_device', 'get_dtype', 'progress', 'atomic_write_text', 'atomic_write_json', 'hash_texts',
-           'env_record', 'Recorder', 'Registry', 'cache_dir', 'lab_root']
+__all__ = ['seed_everything', 'get_device', 'get_dtype', 'progress', 'atomic_write_text', 'atomic_write_json', 'file_lock',
+           'hash_texts', 'env_record', 'Recorder', 'Registry', 'cache_dir', 'lab_root']
 
 # %% ../nbs/000_core.ipynb #59a045e1
 def seed_everything(seed: int = 0) -> int:
@@ -76,7 +76,18 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     "Write `obj` as indented JSON atomically; tensors and NumPy scalars become numbers or lists."
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_to_jsonable) + '\n')
 
-# %% ../nbs/000_core.ipynb #ae90ec26
+# %% ../nbs/000_core.ipynb #f7398ca0
+@contextmanager
+def file_lock(path: str | Path):
+    "Hold an exclusive lock on the file `path` (created if needed) inside the block: one process at a time across the machine."
+    import fcntl
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'w') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+# %% ../nbs/000_core.ipynb #75400c35
 def hash_texts(texts: Iterable[str]) -> str:
     "A short sha256 over a sequence of texts (order matters): recorded so that a metric names its data."
     h = hashlib.sha256()
@@ -101,7 +112,7 @@ def env_record() -> dict:
     rec['llm_lab'] = __version__
     return rec
 
-# %% ../nbs/000_core.ipynb #e11ad2e8
+# %% ../nbs/000_core.ipynb #bba04cf7
 class Recorder:
     "Records one run's metrics, figures and provenance under `out_dir` (metrics.json written atomically)."
     def __init__(self, out_dir: str | Path, paper: str | None = None, seed: int | None = None,
@@ -169,7 +180,7 @@ class Recorder:
 
     def __repr__(self): return f"Recorder({str(self.out_dir)!r}, {len(self.metrics)} metrics)"
 
-# %% ../nbs/000_core.ipynb #61fbf0ed
+# %% ../nbs/000_core.ipynb #03878562
 class Registry(dict):
     "Methods of one kind by name: `@REG.register('name')` adds one, `REG['name']` gets it; reading it first imports `modules`."
     def __init__(self, kind: str, modules: Sequence[str] = ()):
@@ -208,14 +219,14 @@ class Registry(dict):
     def get(self, key, default=None): return dict.get(self.load(), key, default)
     def __repr__(self): return f"{self.kind} registry: {', '.join(sorted(self))}"
 
-# %% ../nbs/000_core.ipynb #3e7b8634
+# %% ../nbs/000_core.ipynb #3488ef83
 def cache_dir() -> Path:
     "Where the lab keeps converted models, peer environments and task files: `LLM_LAB_CACHE`, else `$XDG_CACHE_HOME/llm_lab`, else `~/.cache/llm_lab`."
     if os.environ.get('LLM_LAB_CACHE'): return Path(os.environ['LLM_LAB_CACHE']).expanduser()
     base = os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache'
     return Path(base) / 'llm_lab'
 
-# %% ../nbs/000_core.ipynb #8f629fe9
+# %% ../nbs/000_core.ipynb #c52e7d5a
 def lab_root() -> Path:
     "The project checkout: `LLM_LAB_ROOT`, else the first parent of the package or of the working directory holding `settings.ini` and `papers/`."
     if 'LLM_LAB_ROOT' in os.environ: return Path(os.environ['LLM_LAB_ROOT']).resolve()
