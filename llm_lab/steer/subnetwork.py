@@ -11,6 +11,7 @@ from torch import nn
 
 from ..arch import decoder_layers, mlp_projections
 from ..data import Corpus, token_stream
+from ..evaluate import token_logprobs
 from ..train import LMTrainConfig, TrainResult, check_neurons, n_params, train_lm, trainable
 from .lape import LanguageNeurons
 # the MLP's anatomy used to live here (now `llm_lab.arch`): its old import paths keep working
@@ -18,7 +19,7 @@ from ..arch import IN_PROJ, OUT_PROJ, Projection
 
 # %% auto #0
 __all__ = ['FinetuneConfig', 'FinetuneResult', 'METHODS', 'LORA_OPTIONS', 'trainable_neurons', 'finetune', 'finetune_subnetwork',
-           'update_norms']
+           'owned_entries', 'changed_outside', 'update_norms', 'window_nlls', 'paired_se']
 
 # %% ../../nbs/304_language_subnetwork.ipynb #791f7544
 def _selection(model: nn.Module, neurons) -> dict[int, torch.Tensor]:
@@ -87,7 +88,33 @@ def finetune_subnetwork(model, neurons: dict[int, torch.Tensor], corpus, **kw) -
     "Train only `neurons`' weights (their gate/up rows and down columns) on `corpus` (Gurgurov et al. 2025)."
     return finetune(model, corpus, 'neurons', neurons, **kw)
 
-# %% ../../nbs/304_language_subnetwork.ipynb #cadfb03d
+# %% ../../nbs/304_language_subnetwork.ipynb #705f6243
+def owned_entries(model: nn.Module, neurons: dict[int, torch.Tensor]) -> dict[str, torch.Tensor]:
+    "`{state key: bool mask}` of the entries the neurons own (input rows and biases, output columns), the other keys absent."
+    names, out = {id(m): n for n, m in model.named_modules()}, {}
+    for l, idx in check_neurons(model, neurons).items():
+        projs, width = mlp_projections(model, l)
+        for p in projs:
+            pos, name = p.index(torch.as_tensor(idx), width), names[id(p.module)]
+            w = out.setdefault(f'{name}.weight', torch.zeros_like(p.module.weight, dtype=torch.bool))
+            w.index_fill_(p.axis, pos.to(w.device), True)
+            if p.role == 'in' and p.module.bias is not None:
+                out.setdefault(f'{name}.bias', torch.zeros_like(p.module.bias, dtype=torch.bool))[pos.to(w.device)] = True
+    return out
+
+@torch.no_grad()
+def changed_outside(before: dict[str, torch.Tensor], model: nn.Module, neurons: dict[int, torch.Tensor] | None = None) -> int:
+    "How many entries of `model`'s state differ from `before` outside the entries `neurons` own (all entries count when `neurons` is None)."
+    mask = owned_entries(model, neurons) if neurons is not None else {}
+    n = 0
+    for k, v in model.state_dict().items():
+        if k not in before or before[k].shape != v.shape: raise ValueError(f"{k!r}: not in `before` with shape {tuple(v.shape)}; pass the state dict taken before training")
+        changed = v != before[k].to(v.device)
+        if k in mask: changed &= ~mask[k]
+        n += int(changed.sum())
+    return n
+
+# %% ../../nbs/304_language_subnetwork.ipynb #1283e2b1
 @torch.no_grad()
 def update_norms(before: dict[str, torch.Tensor], model: nn.Module, neurons: dict[int, torch.Tensor] | None = None) -> dict[str, dict[int, float]]:
     "`{projection: {layer: ||W_after - W_before||}}` over the neurons' slices (all neurons of every layer when `neurons` is None)."
@@ -105,3 +132,18 @@ def update_norms(before: dict[str, torch.Tensor], model: nn.Module, neurons: dic
                 out.setdefault('gate', {})[l] = g.norm().item(); out.setdefault('up', {})[l] = u.norm().item()
             else: out.setdefault(p.name, {})[l] = d.norm().item()
     return out
+
+# %% ../../nbs/304_language_subnetwork.ipynb #d8eebd82
+@torch.no_grad()
+def window_nlls(model: nn.Module, ids: torch.Tensor, block: int) -> torch.Tensor:
+    "Per-token NLL (nats, float64) of the 1-D tokens `ids` in non-overlapping windows of `block` (what `val_nll` averages)."
+    ids = ids.flatten()
+    out = [-token_logprobs(model, ids[s:s + block])[0][0].double().cpu() for s in range(0, len(ids), block) if len(ids[s:s + block]) >= 2]
+    if not out: raise ValueError(f"need at least 2 tokens in a window, got {len(ids)} tokens")
+    return torch.cat(out)
+
+def paired_se(before: torch.Tensor, after: torch.Tensor) -> float:
+    "Standard error of the mean of `after - before`, per-token losses of two models on the same tokens."
+    if before.shape != after.shape or before.numel() < 2: raise ValueError(f"need two equal-length loss vectors of 2+ tokens, got {tuple(before.shape)} and {tuple(after.shape)}")
+    d = (after.double() - before.double())
+    return (d.std(unbiased=True) / d.numel() ** 0.5).item()
