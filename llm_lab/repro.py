@@ -277,7 +277,8 @@ def family_figures(run_dir: str | Path, entries: list[dict] | None = None) -> di
 
 _MARK = {'reproduced': 'yes', 'not reproduced': 'NO', 'inconclusive': 'inconclusive', 'not run': 'not run'}
 
-def _pv(v) -> str: return html.unescape(str(v)) if v is not None else ''
+def _cell(s) -> str: return str(s).replace('|', '\\|').replace('\n', ' ')      # a table cell: pipes escaped, one line
+def _pv(v) -> str: return _cell(html.unescape(str(v))) if v is not None else ''
 def _fmt(v) -> str: return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 def _counts(s: dict, kind: str) -> str:
@@ -320,8 +321,8 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
                 fig = f" ([figure]({e['id']}/figures/{r['figure']}.png))" if r['figure'] else ''
                 verdict = _MARK.get(r['verdict'], r['verdict']) + (f": {r['reason']}" if r['verdict'] in ('inconclusive', 'not run') and r['reason'] else '')
                 check = f"`{r['check']}`" + (f" if `{r['requires']}`" if r['requires'] else '')
-                md.append(f"| {r['id']}: {r['text']}{fig} | {r['kind']} | {_pv(r['paper_value'])} | {r['paper_setting']} | {ours} | "
-                          f"{check} | {verdict.replace(chr(10), ' ')} | {'yes' if r['expected'] else 'no'} |")
+                md.append(f"| {r['id']}: {_cell(r['text'])}{fig} | {r['kind']} | {_pv(r['paper_value'])} | {_cell(r['paper_setting'])} | {_cell(ours)} | "
+                          f"{_cell(check)} | {_cell(verdict)} | {'yes' if r['expected'] else 'no'} |")
         for f in e['figures']: md += ['', f"![{Path(f).stem}]({e['id']}/{f})"]
     md_path = atomic_write_text(run_dir / 'report.md', '\n'.join(md) + '\n')
     html_path = atomic_write_text(run_dir / 'report.html', _md_to_html('\n'.join(md), run_dir.name))
@@ -346,7 +347,7 @@ def _md_to_html(md: str, title: str) -> str:
         if l.startswith('|'):
             rows = []
             while i < len(lines) and lines[i].startswith('|'): rows.append(lines[i]); i += 1
-            cells = [[c.strip() for c in r.strip('|').split(' | ')] for r in rows if not set(r) <= set('|-')]
+            cells = [[c.strip().replace('\\|', '|') for c in re.split(r'(?<!\\) \| ', r.strip()[1:-1])] for r in rows if not set(r) <= set('|-')]
             out.append('<table>' + ''.join('<tr>' + ''.join(f'<{"th" if k == 0 else "td"}>{inline(c)}</{"th" if k == 0 else "td"}>'
                        for c in row) + '</tr>' for k, row in enumerate(cells)) + '</table>'); continue
         m = re.match(r'^(#+) (.*)', l)
