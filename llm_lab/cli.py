@@ -55,7 +55,10 @@ def cmd_repro(args) -> int:
     entries = collect_run(run_dir)
     print(f"\nreport: {run_dir / 'report.md'}  (and report.html)")
     for e in entries: print(f"  {e['id']:<28} {e['status'].get('status'):<10} {summary_text(e['summary'])}")
-    broken = [e['id'] for e in entries if e['summary']['invariant']['total'] != e['summary']['invariant']['reproduced']]
+    inv = lambda e: e['summary']['invariant']
+    broken = [e['id'] for e in entries if inv(e)['total'] - inv(e)['reproduced'] - inv(e)['inconclusive']]
+    unmet = [e['id'] for e in entries if inv(e)['inconclusive']]
+    if unmet: print(f"invariants not judged (a precondition does not hold on this model, e.g. a peer that cannot apply): {', '.join(unmet)}", file=sys.stderr)
     if broken: print(f"invariants not reproduced in: {', '.join(broken)}", file=sys.stderr)
     return 1 if broken or any(e['status'].get('status') != 'ok' for e in entries) else 0
 
