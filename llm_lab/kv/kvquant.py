@@ -378,12 +378,18 @@ class KVQuantStream:
         B = (self.codes if self.T else self.first).shape[0]
         self.shape = (B, *self.shape[1:])
 
-    def nbits(self) -> int:
-        "Bits held: codes, per-token ranges, outliers (value, channel, row pointer), the full-precision first tokens, and the layer's datatype."
+    def storage_bits(self) -> int:
+        "Bits the stream itself holds: codes, per-token ranges, outliers (value, channel, CSR row pointers), the full-precision first tokens."
         b = lambda t: 0 if t is None else 8 * t.numel() * t.element_size()
-        dt = 16 * (self.dt.levels.numel() + (2 * self.dt.lower.numel() if self.dt.per_channel else 0))
-        ptr = 32 * (self.ptr.numel() - 1)
-        return b(self.codes) + b(self.mid) + b(self.half) + b(self.val) + b(self.col) + ptr + b(self.first) + dt
+        return b(self.codes) + b(self.mid) + b(self.half) + b(self.val) + b(self.col) + b(self.ptr) + b(self.first)
+
+    def datatype_bits(self) -> int:
+        "Bits of the layer's datatype as a deployment stores it (fp16 levels, fp16 per-channel ranges); held once, in the calibration."
+        return 16 * (self.dt.levels.numel() + (2 * self.dt.lower.numel() if self.dt.per_channel else 0))
+
+    def nbits(self) -> int:
+        "Bits held: what the stream stores (`storage_bits`) and the layer's datatype (`datatype_bits`)."
+        return self.storage_bits() + self.datatype_bits()
 
     def numel(self) -> int:
         return 0 if self.shape is None else self.shape[0] * self.shape[1] * self.shape[2] * self.n
@@ -409,5 +415,9 @@ class KVQuantCache(KVCache):
         if i >= len(c.keys): raise ValueError(f"the calibration has {len(c.keys)} layers; the model asked for layer {i}: calibrated for another model?")
         return KVQuantLayer(KVQuantStream(c.keys[i], c.bits, c.outliers, self.sink, c.ropes[i] if c.pre_rope else None),
                             KVQuantStream(c.values[i], c.bits, c.outliers, self.sink, None))
+
+    def storage_bits(self) -> int:
+        "Bits held by the cache's own tensors (`memory_bits()` without the per-layer datatypes, which the calibration holds)."
+        return sum(l.k.storage_bits() + l.v.storage_bits() for l in self.layers)
 
     def __repr__(self): return f"KVQuantCache({self.calibration.describe()}, sink={self.sink})"

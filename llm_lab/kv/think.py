@@ -15,7 +15,7 @@ from . import KVCache, KVLayer, KVStream
 # %% auto #0
 __all__ = ['SCORES', 'attention_modules', 'window_queries', 'window_mask', 'valid_keys', 'key_channel_scores',
            'magnitude_channel_scores', 'value_channel_scores', 'keep_channels', 'ThinKStream', 'ThinKLayer',
-           'ThinKCache']
+           'ThinKCache', 'think_bits']
 
 # %% ../../nbs/203_think.ipynb #6c6f7eb7
 def attention_modules(model: nn.Module) -> list[nn.Module]:
@@ -263,3 +263,17 @@ def _install_query_hooks(model: nn.Module):
                               kwargs.get('attention_mask'))
         return pre
     model._llm_lab_think_hooks = [a.register_forward_pre_hook(make(i), with_kwargs=True) for i, a in enumerate(attention_modules(model))]
+
+# %% ../../nbs/203_think.ipynb #22840b5f
+def think_bits(tokens: int, prompt: int, head_dim: int, ratio: float, recent: int = 32, value_ratio: float = 0.0,
+               fp_bits: int = 16) -> int:
+    """Bits ThinK (without quantization) holds for one head of one layer after `tokens` tokens, the first `prompt` of them the
+    prompt: its older tokens (all but the last `recent`) with the kept key (and value) channels only, plus one index per kept
+    channel (a byte up to 256 channels), everything else whole, at `fp_bits` per element."""
+    old = max(0, prompt - recent)
+    def part(r):
+        pruned = math.floor(r * head_dim)
+        if pruned == 0 or old == 0: return tokens * head_dim * fp_bits
+        kept = head_dim - pruned
+        return (old * kept + (tokens - old) * head_dim) * fp_bits + kept * (8 if head_dim <= 256 else 16)
+    return part(ratio) + part(value_ratio)
