@@ -34,6 +34,7 @@ class Claim:
     kind: str = 'paper'             # 'invariant': must hold at every scale (CI fails if not); 'paper': a finding, either verdict is a result
     requires: str | None = None     # a precondition (same language as `check`); when it fails the verdict is 'inconclusive'
     requires_text: str = ''         # why the precondition matters, shown with an inconclusive verdict
+    requires_detail: str | None = None   # a string metric the run logs with the particular reason (e.g. why a peer could not apply)
 
     def __post_init__(self):
         if self.kind not in KINDS: raise ValueError(f"claim {self.id!r}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
@@ -176,7 +177,9 @@ def claim_row(paper_id: str, c: Claim, metrics: dict[str, Any] | None, scale: st
     else:
         ok, reason = _judge(c.requires, metrics) if c.requires else (True, '')
         if ok is None: verdict = reason
-        elif not ok: verdict, reason = 'inconclusive', f"precondition not met: {c.requires_text or c.requires} (`{c.requires}`)"
+        elif not ok:
+            detail = metrics.get(c.requires_detail) if c.requires_detail else None
+            verdict, reason = 'inconclusive', f"precondition not met: {c.requires_text or c.requires} (`{c.requires}`)" + (f": {detail}" if detail else '')
         else:
             ok, reason = _judge(c.check, metrics)
             verdict = reason if ok is None else 'reproduced' if ok else 'not reproduced'
