@@ -17,7 +17,7 @@ from ..arch import decoder_layers, layers_owner, layer_types, text_config, arch_
 # %% auto #0
 __all__ = ['FAMILY', 'DRAFTERS', 'DECODERS', 'dist', 'sample', 'verify', 'Drafter', 'vocab_width', 'check_vocab', 'ModelDrafter',
            'early_exit', 'FixedK', 'HeuristicK', 'DecodeStats', 'expected_tokens_per_call', 'SpecStats',
-           'speculative_generate', 'NoDrafter', 'autoregressive_generate']
+           'speculative_generate', 'NoDrafter', 'autoregressive_generate', 'greedy_reference']
 
 # %% ../../nbs/400_decode.ipynb #e5497953
 FAMILY = ('llm_lab.decode.speculative', 'llm_lab.decode.specdec_pp', 'llm_lab.decode.entropy_adaptive', 'llm_lab.decode.ffn_skip')
@@ -290,3 +290,16 @@ def autoregressive_generate(target, helper: None, input_ids: torch.Tensor, max_n
                                 eos_token_id=eos_token_id, seed=seed)
 
 DECODERS.register('autoregressive', autoregressive_generate)
+
+# %% ../../nbs/400_decode.ipynb #6b62bf36
+def greedy_reference(model, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | list[int] | None = None,
+                     cache=None) -> torch.Tensor:
+    """transformers' greedy decoding of one sequence (1-D `input_ids`), through `cache` if given: the new tokens, stopping
+    after `eos_token_id` when given; with None, EOS is an ordinary token (neither a stop nor suppressed), as in the
+    family's decoders."""
+    ids = (input_ids[None] if input_ids.dim() == 1 else input_ids).to(model.device)
+    if ids.dim() != 2 or ids.shape[0] != 1: raise ValueError(f"one sequence: input_ids of shape (T,) or (1, T), got {tuple(input_ids.shape)}")
+    kw = dict(past_key_values=cache) if cache is not None else {}
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
+                         top_k=None, top_p=None, temperature=None, eos_token_id=eos_token_id, **kw)
+    return out[0, ids.shape[1]:].cpu()

@@ -17,8 +17,8 @@ from ..arch import (ArchitectureError, arch_name, decoder_layers, mlp_module, at
 from . import DECODERS, DecodeStats, autoregressive_generate
 
 # %% auto #0
-__all__ = ['SkipPolicy', 'SaturationSkip', 'FixedSkip', 'PlannedSkip', 'random_plan', 'FFNSite', 'ffn_sites', 'SkipLog',
-           'ffn_skipping', 'ffn_skip_generate']
+__all__ = ['SkipPolicy', 'SaturationSkip', 'FixedSkip', 'PlannedSkip', 'random_plan', 'ranked_plan', 'matched_counts', 'FFNSite',
+           'ffn_sites', 'SkipLog', 'ffn_skipping', 'ffn_skip_generate']
 
 # %% ../../nbs/404_ffn_skipllm.ipynb #610b33da
 class SkipPolicy:
@@ -64,6 +64,20 @@ def random_plan(counts, n_layers: int, cold_start: int = 3, cold_end: int = 3, s
     rng, pool = random.Random(seed), list(range(cold_start, n_layers - cold_end))
     if max(counts, default=0) > len(pool): raise ValueError(f"cannot skip {max(counts)} of {len(pool)} non-cold layers")
     return [set(rng.sample(pool, c)) for c in counts]
+
+def ranked_plan(counts, order) -> list[set[int]]:
+    "Per token t, the first `counts[t]` layers of `order` (e.g. lowest block influence first): a static choice of layers at matched counts."
+    if max(counts, default=0) > len(order): raise ValueError(f"cannot skip {max(counts)} of the {len(order)} ranked layers")
+    return [set(order[:c]) for c in counts]
+
+def matched_counts(counts, ratio: float) -> list[int]:
+    """Per token, whole units (e.g. layers) worth `counts[t] * ratio` (e.g. FFN blocks times an FFN's share of a layer),
+    rounded on the running total, so that every prefix of the plan is within half a unit of the matched amount."""
+    if not ratio >= 0: raise ValueError(f"ratio must be >= 0, got {ratio}")
+    out, acc, done = [], 0.0, 0
+    for c in counts:
+        acc += c * ratio; out.append(round(acc) - done); done += out[-1]
+    return out
 
 # %% ../../nbs/404_ffn_skipllm.ipynb #9df40bf7
 @dataclass
