@@ -19,7 +19,8 @@ from .data import token_stream, load_corpus, LANGUAGES
 
 # %% auto #0
 __all__ = ['CacheFactory', 'DEFAULT_CHUNK', 'LAB_TASKS', 'token_logprobs', 'Perplexity', 'perplexity', 'greedy_tokens',
-           'agreement', 'tensor_bytes', 'peak_memory', 'decode_speed', 'LabLM', 'lab_task', 'evaluate_tasks']
+           'agreement', 'tensor_bytes', 'peak_memory', 'decode_speed', 'interleaved_decode_speed', 'round_ratios',
+           'LabLM', 'lab_task', 'evaluate_tasks']
 
 # %% ../nbs/005_evaluate.ipynb #e2a8e8ec
 CacheFactory = Callable[[], 'transformers.Cache']
@@ -177,7 +178,26 @@ def decode_speed(model, input_ids: torch.Tensor, max_new_tokens: int = 64, cache
     return dict(prefill_s=t1 - t0, decode_s=t2 - t1, tokens_per_s=max_new_tokens / (t2 - t1),
                 cache_bytes=tensor_bytes(cache), tokens=ids.shape[1] + max_new_tokens)
 
-# %% ../nbs/005_evaluate.ipynb #d8e78e75
+# %% ../nbs/005_evaluate.ipynb #ce1404fd
+def interleaved_decode_speed(models: dict[str, torch.nn.Module], prompt: torch.Tensor, max_new_tokens: int = 64, rounds: int = 3,
+                             measure: Callable | None = None) -> dict[str, list[float]]:
+    """Greedy decode tokens/s of each of `models` (name -> model) on `prompt`, in `rounds` rounds that rotate the order
+    (round r starts with model r mod n); per model, the list of its rounds' tokens/s in round order."""
+    if not isinstance(rounds, int) or rounds < 1: raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
+    if not models: raise ValueError("no models to time")
+    measure = measure or decode_speed
+    names = list(models)
+    out = {n: [None] * rounds for n in names}
+    for r in range(rounds):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            out[n][r] = measure(models[n], prompt, max_new_tokens)['tokens_per_s']
+    return out
+
+def round_ratios(speeds: dict[str, list[float]], a: str, b: str) -> list[float]:
+    "Per round, tokens/s of model `a` over model `b` (measured in the same round)."
+    return [x / y for x, y in zip(speeds[a], speeds[b])]
+
+# %% ../nbs/005_evaluate.ipynb #fbf6c72f
 try: from lm_eval.api.model import LM
 except ImportError:
     class LM:
@@ -243,7 +263,7 @@ class LabLM(LM):
             res.append(text)
         return res
 
-# %% ../nbs/005_evaluate.ipynb #b2becf4f
+# %% ../nbs/005_evaluate.ipynb #e8087b85
 def _continuation_docs(lang: str, n: int = 200, seed: int = 0) -> list[dict]:
     import random
     rng = random.Random(seed)

@@ -20,7 +20,7 @@ from ..evaluate import decode_speed
 # %% auto #0
 __all__ = ['PRUNER_MODULES', 'PRUNERS', 'register_pruner', 'RECOVERY', 'load_pruners', 'prune', 'check_calib', 'top_indices',
            'prunable_linears', 'decoder_linears', 'weight_sparsity', 'LinearStats', 'calibration_stats',
-           'prune_layerwise', 'recover', 'interleaved_decode_speed', 'round_ratios']
+           'prune_layerwise', 'recover']
 
 # %% ../../nbs/100_prune.ipynb #f5c6fd13
 PRUNER_MODULES = {'magnitude': 'llm_lab.prune.unstructured', 'wanda': 'llm_lab.prune.unstructured',
@@ -138,21 +138,5 @@ def recover(model: nn.Module, blocks: torch.Tensor, val_ids: torch.Tensor, confi
         return train_lm(model, blocks, val_ids, config, ps, teacher=teacher, temperature=temperature, probes=probes,
                         method=method, n_total=total, accelerator=accelerator)
 
-# %% ../../nbs/100_prune.ipynb #9cf2d228
-def interleaved_decode_speed(models: dict[str, nn.Module], prompt: torch.Tensor, max_new_tokens: int = 64, rounds: int = 3,
-                             measure: Callable | None = None) -> dict[str, list[float]]:
-    """Greedy decode tokens/s of each of `models` (name -> model) on `prompt`, in `rounds` rounds that rotate the order
-    (round r starts with model r mod n); per model, the list of its rounds' tokens/s in round order."""
-    if not isinstance(rounds, int) or rounds < 1: raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
-    if not models: raise ValueError("no models to time")
-    measure = measure or decode_speed
-    names = list(models)
-    out = {n: [None] * rounds for n in names}
-    for r in range(rounds):
-        for n in names[r % len(names):] + names[:r % len(names)]:
-            out[n][r] = measure(models[n], prompt, max_new_tokens)['tokens_per_s']
-    return out
-
-def round_ratios(speeds: dict[str, list[float]], a: str, b: str) -> list[float]:
-    "Per round, tokens/s of model `a` over model `b` (measured in the same round)."
-    return [x / y for x, y in zip(speeds[a], speeds[b])]
+# %% ../../nbs/100_prune.ipynb #c10e7848
+from ..evaluate import interleaved_decode_speed, round_ratios
