@@ -19,8 +19,8 @@ from .data import token_stream, load_corpus, LANGUAGES
 
 # %% auto #0
 __all__ = ['CacheFactory', 'DEFAULT_CHUNK', 'LAB_TASKS', 'token_logprobs', 'Perplexity', 'perplexity', 'greedy_tokens',
-           'agreement', 'tensor_bytes', 'peak_memory', 'decode_speed', 'interleaved_decode_speed', 'round_ratios',
-           'LabLM', 'lab_task', 'evaluate_tasks']
+           'agreement', 'tensor_bytes', 'peak_memory', 'decode_speed', 'entropy', 'interleaved_decode_speed',
+           'round_ratios', 'LabLM', 'lab_task', 'evaluate_tasks']
 
 # %% ../nbs/005_evaluate.ipynb #e2a8e8ec
 CacheFactory = Callable[[], 'transformers.Cache']
@@ -178,7 +178,13 @@ def decode_speed(model, input_ids: torch.Tensor, max_new_tokens: int = 64, cache
     return dict(prefill_s=t1 - t0, decode_s=t2 - t1, tokens_per_s=max_new_tokens / (t2 - t1),
                 cache_bytes=tensor_bytes(cache), tokens=ids.shape[1] + max_new_tokens)
 
-# %% ../nbs/005_evaluate.ipynb #ce1404fd
+# %% ../nbs/005_evaluate.ipynb #d4ae720c
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    "Shannon entropy (nats) of softmax(logits) over the last axis, in float64; log-probabilities work as logits."
+    lp = torch.log_softmax(logits.double(), -1)
+    return -(lp.exp() * lp).sum(-1)
+
+# %% ../nbs/005_evaluate.ipynb #bec099d2
 def interleaved_decode_speed(models: dict[str, torch.nn.Module], prompt: torch.Tensor, max_new_tokens: int = 64, rounds: int = 3,
                              measure: Callable | None = None) -> dict[str, list[float]]:
     """Greedy decode tokens/s of each of `models` (name -> model) on `prompt`, in `rounds` rounds that rotate the order
@@ -197,7 +203,7 @@ def round_ratios(speeds: dict[str, list[float]], a: str, b: str) -> list[float]:
     "Per round, tokens/s of model `a` over model `b` (measured in the same round)."
     return [x / y for x, y in zip(speeds[a], speeds[b])]
 
-# %% ../nbs/005_evaluate.ipynb #fbf6c72f
+# %% ../nbs/005_evaluate.ipynb #6970ad85
 try: from lm_eval.api.model import LM
 except ImportError:
     class LM:
@@ -263,7 +269,7 @@ class LabLM(LM):
             res.append(text)
         return res
 
-# %% ../nbs/005_evaluate.ipynb #e8087b85
+# %% ../nbs/005_evaluate.ipynb #941057a2
 def _continuation_docs(lang: str, n: int = 200, seed: int = 0) -> list[dict]:
     import random
     rng = random.Random(seed)

@@ -13,13 +13,10 @@ import torch
 from . import DECODERS, DecodeStats, ModelDrafter, check_vocab
 
 # %% auto #0
-__all__ = ['entropy', 'EntropyRule', 'EADStats', 'entropy_adaptive_generate']
+__all__ = ['EntropyRule', 'EADStats', 'entropy_adaptive_generate']
 
-# %% ../../nbs/403_entropy_adaptive_decoding.ipynb #2a9f16fd
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    "Shannon entropy (nats) of softmax(logits) over the last axis, in float64."
-    lp = torch.log_softmax(logits.double(), -1)
-    return -(lp.exp() * lp).sum(-1)
+# %% ../../nbs/403_entropy_adaptive_decoding.ipynb #9ba16825
+from ..evaluate import entropy        # the entropy of softmax(logits), in float64
 
 # %% ../../nbs/403_entropy_adaptive_decoding.ipynb #f59c0edb
 class EntropyRule:

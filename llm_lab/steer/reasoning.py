@@ -9,11 +9,11 @@ from typing import Sequence
 import torch
 
 from ..core import progress
-from ..evaluate import token_logprobs
+from ..evaluate import token_logprobs, entropy     # entropy of a distribution given as log-probs or logits
 from . import SteeringVector, read_activations, last_logits
 
 # %% auto #0
-__all__ = ['score_choices', 'kl_divergence', 'entropy', 'reasoning_vector']
+__all__ = ['score_choices', 'kl_divergence', 'reasoning_vector']
 
 # %% ../../nbs/303_repe_reasoning.ipynb #638d0ab3
 def _option_ids(tokenizer, q: Choice) -> tuple[list[int], list[list[int]]]:
@@ -51,10 +51,6 @@ def kl_divergence(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     logp, logq = logp.double(), logq.double()
     return (logp.exp() * (logp - logq)).sum(-1)
 
-def entropy(logp: torch.Tensor) -> torch.Tensor:
-    "Shannon entropy (nats) per row, from log-probabilities."
-    logp = logp.double()
-    return -(logp.exp() * logp).sum(-1)
 
 def reasoning_vector(model, tokenizer, solved: Sequence[str], random_texts: Sequence[str], layers) -> SteeringVector:
     "Højer et al.'s control vector: mean token-averaged residual on solved tasks minus the same on random text, per layer."
