@@ -12,21 +12,30 @@ def base(embedded):
     return evaluate_tasks(model, tok, ['lab_continuation_en', 'lab_rolling_en'], limit=12)
 
 
+ROLLING = 4   # documents read through a cache (token by token chunks: the slow path), and their plain reference
+
+
+@pytest.fixture(scope='module')
+def base_rolling(embedded):
+    model, tok = embedded
+    return evaluate_tasks(model, tok, ['lab_rolling_en'], limit=ROLLING)['lab_rolling_en']
+
+
 def test_lab_tasks_give_sane_numbers(base):
     assert 0.25 < base['lab_continuation_en']['acc'] <= 1.0          # 4 choices: above chance on a real model
     assert 1.0 < base['lab_rolling_en']['byte_perplexity'] < 4.0
 
 
-def test_full_precision_cache_changes_nothing(embedded, base):
+def test_full_precision_cache_changes_nothing(embedded, base_rolling):
     model, tok = embedded
-    r = evaluate_tasks(model, tok, ['lab_rolling_en'], limit=12, cache_factory=DynamicCache, chunk=16)
-    assert r['lab_rolling_en']['bits_per_byte'] == pytest.approx(base['lab_rolling_en']['bits_per_byte'], rel=1e-4)
+    r = evaluate_tasks(model, tok, ['lab_rolling_en'], limit=ROLLING, cache_factory=DynamicCache, chunk=16)
+    assert r['lab_rolling_en']['bits_per_byte'] == pytest.approx(base_rolling['bits_per_byte'], rel=1e-4)
 
 
-def test_a_quantized_cache_is_measured(embedded, base):
+def test_a_quantized_cache_is_measured(embedded, base_rolling):
     model, tok = embedded
-    r = evaluate_tasks(model, tok, ['lab_rolling_en'], limit=12, cache_factory=lambda: KIVICache(2, 32, 0), chunk=16)
-    assert r['lab_rolling_en']['bits_per_byte'] > base['lab_rolling_en']['bits_per_byte']
+    r = evaluate_tasks(model, tok, ['lab_rolling_en'], limit=ROLLING, cache_factory=lambda: KIVICache(2, 32, 0), chunk=16)
+    assert r['lab_rolling_en']['bits_per_byte'] > base_rolling['bits_per_byte']
 
 
 def test_a_hook_is_active_during_evaluation(embedded, base):

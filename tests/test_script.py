@@ -8,7 +8,7 @@ SCRIPT = textwrap.dedent('''
     model, tok = load_model()
     enc = tok(chat_prompt(tok, "Tell me a long story about a lighthouse keeper."), return_tensors="pt")
     cache = KIVICache(bits=2, group_size=32, residual_length=32)
-    out = model.generate(**enc, past_key_values=cache, max_new_tokens=160, min_new_tokens=160, do_sample=False)
+    out = model.generate(**enc, past_key_values=cache, max_new_tokens=64, min_new_tokens=64, do_sample=False)
     print(tok.decode(out[0, enc.input_ids.shape[1]:], skip_special_tokens=True))
     cache.flush()
     print("BITS", cache.bits_per_element(), cache.memory_bits() < cache.fp_bits(32) / 2)
