@@ -12,13 +12,13 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from .core import get_device, get_dtype, cache_dir, file_lock
+from .core import get_device, get_dtype, cache_dir, file_lock, Registry
 from .arch import text_config, head_dim, apply_layer_shapes
 from .tiny import TINY_ARCHS, byte_tokenizer, tiny_llama, tiny_model
 
 # %% auto #0
-__all__ = ['DEFAULT_MODEL', 'REGISTRY', 'ModelSpec', 'convert_gguf', 'fetch_model', 'local_models', 'register_model',
-           'drafts_for', 'load_model', 'model_info', 'chat_prompt']
+__all__ = ['DEFAULT_MODEL', 'REGISTRY', 'SAVED_FORMATS', 'ModelSpec', 'convert_gguf', 'fetch_model', 'local_models',
+           'register_model', 'drafts_for', 'load_model', 'model_info', 'chat_prompt']
 
 # %% ../nbs/003_models.ipynb #8190e4ee
 @dataclass(frozen=True)
@@ -176,21 +176,30 @@ def _resolve(name_or_path: str) -> tuple[str, str]:
     raise ValueError(f"unknown model {s!r}; known: {', '.join(sorted(REGISTRY))}. "
                      f"Or pass a local model directory, a .gguf file, or a hub id of the form 'org/name'")
 
+SAVED_FORMATS = Registry('saved format', modules=['llm_lab.quant'])
+"""Structures of llm_lab's own that a saved config marks with an `llm_lab_*` attribute, each with `rebuild(model, value) -> model`
+that replaces modules of a freshly built model before its weights load (`llm_lab_quant`: packed quantized linears)."""
+
 def _from_dir(path: Path, dtype, **kw):
-    "`from_pretrained`, or for a structurally pruned model with per-layer shapes (`llm_lab_layer_shapes` in its config) a rebuild."
+    """`from_pretrained`; a model saved with structure of llm_lab's own (per-layer shapes after structured pruning,
+    `llm_lab_layer_shapes`; a `SAVED_FORMATS` mark such as packed quantized linears) is rebuilt from its config, then loaded."""
     config = AutoConfig.from_pretrained(path)
     text = text_config(config)
     shapes = getattr(text, 'llm_lab_layer_shapes', None)
-    if not shapes: return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw)
-    if kw: raise ValueError(f"{path} has per-layer shapes (a structurally pruned model); it loads without from_pretrained options, got {sorted(kw)}")
+    marks = [k for k in vars(text) if k.startswith('llm_lab_') and k != 'llm_lab_layer_shapes' and getattr(text, k)]
+    if not shapes and not marks: return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw)
+    what = ' and '.join((['per-layer shapes'] if shapes else []) + marks)
+    if kw: raise ValueError(f"{path} has {what} (structure of llm_lab's own); it loads without from_pretrained options, got {sorted(kw)}")
     from safetensors.torch import load_file
-    model = apply_layer_shapes(AutoModelForCausalLM.from_config(config, dtype=dtype), shapes)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    if shapes: apply_layer_shapes(model, shapes)
+    for k in marks: model = SAVED_FORMATS[k](model, getattr(text, k))
     files = sorted(Path(path).glob('*.safetensors'))
     if not files: raise FileNotFoundError(f"{path} holds no .safetensors weights")
     state = {k: v for f in files for k, v in load_file(f).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {k for k in missing if k.endswith('lm_head.weight')} if getattr(config, 'tie_word_embeddings', False) else set()
-    if unexpected or set(missing) - tied: raise ValueError(f"{path}: weights do not match the recorded shapes (missing {sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]})")
+    if unexpected or set(missing) - tied: raise ValueError(f"{path}: weights do not match the recorded {what} (missing {sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]})")
     model.tie_weights()
     return model.to(dtype) if dtype is not None else model
 
