@@ -26,9 +26,11 @@ def seed_everything(seed: int = 0) -> int:
 
 # %% ../nbs/000_core.ipynb #f2aec284
 def get_device(device: str | torch.device | None = 'auto') -> torch.device:
-    "Resolve `'auto'` to CUDA, then MPS, then CPU; pass anything else to `torch.device`."
+    "Resolve `'auto'` to CUDA (the GPU of this process's `LOCAL_RANK` under torchrun), then MPS, then CPU; pass anything else to `torch.device`."
     if device in (None, 'auto'):
-        if torch.cuda.is_available(): return torch.device('cuda')
+        if torch.cuda.is_available():
+            rank = os.environ.get('LOCAL_RANK')
+            return torch.device('cuda') if rank is None else torch.device('cuda', int(rank) % torch.cuda.device_count())
         if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
         return torch.device('cpu')
     return torch.device(device)

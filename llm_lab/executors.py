@@ -15,8 +15,9 @@ from .claims import SCALES, Paper, load_paper, list_papers
 from .repro import run_paper, run_identity, check_rerun, write_report, notebook_progress, notebook_defaults
 
 # %% auto #0
-__all__ = ['RESOURCE_DEFAULTS', 'EXECUTORS', 'job_resources', 'JobSpec', 'run_job', 'job_specs', 'job_setup', 'slurm_parameters',
-           'make_executor', 'sbatch_script', 'submit_papers', 'run_status']
+__all__ = ['RESOURCE_DEFAULTS', 'RANK_JOB_ENV', 'EXECUTORS', 'job_resources', 'JobSpec', 'run_job', 'job_specs', 'rank_command',
+           'run_rank', 'launch_ranks', 'job_setup', 'slurm_parameters', 'make_executor', 'sbatch_script',
+           'submit_papers', 'run_status']
 
 # %% ../nbs/900a_executors.ipynb #df3d76e2
 RESOURCE_DEFAULTS = {
@@ -56,10 +57,17 @@ class JobSpec:
     def name(self) -> str: return f"llm_lab-{Path(self.run_dir).name}-{self.paper}"
 
 def run_job(spec: JobSpec) -> dict:
-    "What a job runs: `run_paper` into the run folder (skipped when finished with the same identity), then the report, rewritten under a lock."
-    os.environ['LLM_LAB_PROCESSES'] = str(spec.resources.get('processes', 1))
-    st = run_paper(spec.paper, spec.run_dir, scale=spec.scale, model=spec.model, seed=spec.seed, force=spec.force,
-                   overrides=spec.overrides or None)
+    """What a job runs: `run_paper` into the run folder (skipped when finished with the same identity), then the report,
+    rewritten under a lock. A job with `processes > 1` runs the paper on that many local processes (`launch_ranks`)."""
+    n = int(spec.resources.get('processes', 1))
+    if n > 1:
+        paper = load_paper(spec.paper)
+        ident = run_identity(paper, spec.scale, spec.model, spec.seed, spec.overrides or None)
+        if check_rerun(paper, Path(spec.run_dir), ident, spec.force) == 'skip': st = {**json.loads((Path(spec.run_dir) / spec.paper / 'status.json').read_text()), 'skipped': True}
+        else: st = launch_ranks(spec)
+    else:
+        st = run_paper(spec.paper, spec.run_dir, scale=spec.scale, model=spec.model, seed=spec.seed, force=spec.force,
+                       overrides=spec.overrides or None)
     with file_lock(Path(spec.run_dir) / '.report.lock'): write_report(spec.run_dir)
     return st
 
@@ -76,7 +84,40 @@ def job_specs(papers: Sequence[str] | None, scale: str, run_dir: str | Path, mod
         specs.append(JobSpec(p.id, str(Path(run_dir).resolve()), scale, model, seed, dict(overrides or {}), force, job_resources(p, scale)))
     return specs, skipped
 
-# %% ../nbs/900a_executors.ipynb #149970a5
+# %% ../nbs/900a_executors.ipynb #d083459f
+RANK_JOB_ENV = 'LLM_LAB_RANK_JOB'
+"Set to a job spec file: `python -m llm_lab.executors` then runs one rank of that job (see `run_rank`)."
+
+def rank_command(spec: JobSpec) -> list[str]:
+    "The torchrun command of a job with `processes > 1`: this Python, standalone rendezvous, one process per training rank."
+    n = int(spec.resources.get('processes', 1))
+    return [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={n}', '-m', 'llm_lab.executors']
+
+def run_rank(spec: JobSpec) -> dict:
+    "One process of a multi-process job: rank 0 runs the paper into the run folder, rank k>0 into `.ranks/rank<k>/`; a failed rank raises."
+    rank = int(os.environ.get('RANK', '0'))
+    run_dir = Path(spec.run_dir) if rank == 0 else Path(spec.run_dir) / '.ranks' / f'rank{rank}'
+    st = run_paper(spec.paper, run_dir, scale=spec.scale, model=spec.model, seed=spec.seed, force=True, overrides=spec.overrides or None)
+    if rank and st['status'] != 'ok': raise RuntimeError(f"rank {rank} of {spec.paper}: {st['error']}")
+    return st
+
+def launch_ranks(spec: JobSpec) -> dict:
+    "Run the job's paper on `processes` local processes under torchrun and return rank 0's status (a failed launch is a failed row)."
+    folder = _jobs_dir(Path(spec.run_dir)) / spec.paper; folder.mkdir(parents=True, exist_ok=True)
+    spec_file = folder / 'ranks.json'; atomic_write_json(spec_file, asdict(spec))
+    r = subprocess.run(rank_command(spec), env={**os.environ, RANK_JOB_ENV: str(spec_file)})
+    status = Path(spec.run_dir) / spec.paper / 'status.json'
+    st = json.loads(status.read_text()) if status.exists() else dict(
+        paper=spec.paper, status='failed', error=f"torchrun exit {r.returncode} before rank 0 finished: the next submission reruns it")
+    if r.returncode and st.get('status') == 'ok':
+        st.update(status='failed', error=f"a training rank failed (torchrun exit {r.returncode}): see .ranks/ and the job's log")
+        atomic_write_json(status, st)
+    return st
+
+if __name__ == '__main__' and os.environ.get(RANK_JOB_ENV):
+    run_rank(JobSpec(**json.loads(Path(os.environ[RANK_JOB_ENV]).read_text())))
+
+# %% ../nbs/900a_executors.ipynb #0249b31f
 EXECUTORS = ('local', 'slurm', 'submitit-local')
 _PASS_ENV = ('LLM_LAB_ROOT', 'LLM_LAB_CACHE', 'LLM_LAB_FORTUNES_DIR', 'LLM_LAB_PEERS_DIR', 'HF_HOME', 'HF_HUB_OFFLINE',
              'HF_DATASETS_OFFLINE', 'LLM_LAB_PROGRESS')
@@ -116,7 +157,7 @@ def sbatch_script(spec: JobSpec, folder: str | Path, slurm: dict | None = None) 
     return _make_sbatch_string(command=f"{sys.executable} -u -m submitit.core._submit {shlex.quote(str(folder))}", folder=folder,
                                **slurm_parameters(spec, slurm))
 
-# %% ../nbs/900a_executors.ipynb #05a18c6a
+# %% ../nbs/900a_executors.ipynb #8eda266f
 def _jobs_dir(run_dir: Path) -> Path: return Path(run_dir) / '.jobs'
 
 def submit_papers(papers: Sequence[str] | None = None, scale: str = 'full', run_name: str | None = None, model: str | None = None,
@@ -144,7 +185,7 @@ def submit_papers(papers: Sequence[str] | None = None, scale: str = 'full', run_
             except Exception: pass          # a failed job is a failed row of the report, like a failed notebook
     return out
 
-# %% ../nbs/900a_executors.ipynb #d3583e11
+# %% ../nbs/900a_executors.ipynb #18da65e9
 def _alive(job: dict) -> str | None:
     "The scheduler's word on a submitted job: SLURM's state from `squeue`, or whether a local job's process lives; None if unknown."
     if job['executor'] == 'slurm':

@@ -68,6 +68,7 @@ class TrainResult:
     best: float | None                        # its `select` metric
     step_time: float                          # mean wall seconds per optimiser step after the first (forward, backward, update)
     examples: int                             # examples seen
+    processes: int = 1                        # data-parallel processes it ran on (torchrun / accelerate launch)
 
     @property
     def share(self) -> float: return self.n_trainable / self.n_params
@@ -238,6 +239,8 @@ def fit(model: nn.Module, n_examples: int, loss_fn: Callable, config: TrainConfi
                 if row[select] < best[0]: best = (row[select], step, [p.detach().clone() for p in params])
         history.append(row)
 
+    if acc.num_processes > 1 and acc.is_main_process:
+        print(f"{method}: training on {acc.num_processes} processes ({acc.distributed_type.value}), {cfg.batch_size} examples per step in all")
     wrapped.train()
     if cfg.eval_at_start: run_eval(0)
     bar = progress(total=cfg.steps, desc=desc or f'training ({method})', disable=not acc.is_main_process)
@@ -270,7 +273,7 @@ def fit(model: nn.Module, n_examples: int, loss_fn: Callable, config: TrainConfi
     kept = best[1] if cfg.keep_best and best[2] is not None else cfg.steps
     score = best[0] if cfg.keep_best and best[2] is not None else (history[-1].get(select) if history else None)
     return TrainResult(method, sum(p.numel() for p in params), total, history, steps, kept, score,
-                       sum(steady) / len(steady), cfg.steps * cfg.batch_size)
+                       sum(steady) / len(steady), cfg.steps * cfg.batch_size, acc.num_processes)
 
 # %% ../nbs/007_train.ipynb #96237891
 @dataclass(kw_only=True)

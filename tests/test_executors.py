@@ -96,3 +96,38 @@ def test_resources_are_validated(tmp_path, monkeypatch):
     y.write_text(y.read_text() + "resources: {full: {gpus: 2, processes: 2, mem_gb: 160}, tiny: {cpus: 0}}\n")
     assert job_resources(load_paper('a'), 'full') == {**RESOURCE_DEFAULTS['full'], 'gpus': 2, 'processes': 2, 'mem_gb': 160}
     with pytest.raises(ValueError, match='cpus = 0'): job_resources(load_paper('a'), 'tiny')
+
+
+TRAIN = '''
+import torch
+from llm_lab.core import Recorder
+from llm_lab.tiny import tiny_llama
+from llm_lab.train import train_lm, LMTrainConfig
+model, tok = tiny_llama(seed=0)
+ids = torch.tensor(tok(' '.join(['the quick brown fox jumps over the lazy dog'] * 30))['input_ids'])
+r = train_lm(model, ids[:512].view(-1, 16), ids[512:640], LMTrainConfig(steps=3, batch_size=4, block_size=16, lr=1e-3, eval_every=3, val_tokens=128))
+Recorder(out_dir).log(processes=r.processes, losses=[s['loss'] for s in r.steps], val_nll=r.best_val_nll,
+                      weight_sum=float(sum(p.double().sum() for p in model.parameters())))
+'''
+
+
+def test_a_job_trains_on_several_processes(tmp_path, monkeypatch):
+    "A paper asking for `processes: 2` runs under torchrun inside its job: its training is DDP, with the losses of one process."
+    lab = fake_lab(tmp_path, monkeypatch, {'one': (TRAIN, "  - {id: c, kind: invariant, text: t, check: 'processes == 1'}\n"),
+                                           'two': (TRAIN, "  - {id: c, kind: invariant, text: t, check: 'processes == 2'}\n")})
+    y = lab / 'papers' / 'two' / 'paper.yaml'
+    y.write_text(y.read_text() + "resources: {tiny: {processes: 2, cpus: 1}}\n")
+    monkeypatch.setenv('LLM_LAB_PROGRESS', '0')
+    out = submit_papers(['one', 'two'], scale='tiny', run_name='ddp', runs_dir=tmp_path / 'runs', executor='submitit-local', wait=True)
+    entries = {e['id']: e for e in collect_run(out['run_dir'])}
+    one, two = entries['one'], entries['two']
+    assert one['status']['status'] == 'ok' and two['status']['status'] == 'ok', (one['status'], two['status'])
+    assert (one['metrics']['processes'], two['metrics']['processes']) == (1, 2)
+    assert [r['verdict'] for r in two['claims']] == ['reproduced']
+    assert two['metrics']['losses'] == pytest.approx(one['metrics']['losses'], rel=1e-5)          # the same global batches
+    assert two['metrics']['weight_sum'] == pytest.approx(one['metrics']['weight_sum'], rel=1e-6)
+    rank1 = json.loads((out['run_dir'] / '.ranks' / 'rank1' / 'two' / 'metrics.json').read_text())['metrics']
+    assert rank1['processes'] == 2 and rank1['weight_sum'] == two['metrics']['weight_sum']       # DDP: both ranks hold the same weights
+    nb = (out['run_dir'] / 'two' / 'notebook.ipynb').read_text()
+    assert 'training on 2 processes' in nb
+    assert {r['paper']: r['state'] for r in run_status(out['run_dir'])} == {'one': 'finished', 'two': 'finished'}
