@@ -203,8 +203,10 @@ class Registry(dict):
         def add(o):
             key = name or o.__name__
             old = dict.get(self, key)
+            # the same function again replaces: a cell run twice, or a notebook defining what its module exports
             same = lambda x: (getattr(x, '__module__', None), getattr(x, '__qualname__', None))
-            if old is not None and old is not o and (same(o)[1] is None or same(old) != same(o)):
+            mine = lambda a, b: a[1] is not None and a[1] == b[1] and (a[0] == b[0] or '__main__' in (a[0], b[0]))
+            if old is not None and old is not o and not mine(same(old), same(o)):
                 raise ValueError(f"a {self.kind} named {key!r} is registered already")
             dict.__setitem__(self, key, o); return o
         return add if obj is None else add(obj)

@@ -176,7 +176,7 @@ def _resolve(name_or_path: str) -> tuple[str, str]:
     raise ValueError(f"unknown model {s!r}; known: {', '.join(sorted(REGISTRY))}. "
                      f"Or pass a local model directory, a .gguf file, or a hub id of the form 'org/name'")
 
-SAVED_FORMATS = Registry('saved format', modules=['llm_lab.quant'])
+SAVED_FORMATS = Registry('saved format', modules=['llm_lab.quant', 'llm_lab.quant.lowbit'])
 """Structures of llm_lab's own that a saved config marks with an `llm_lab_*` attribute, each with `rebuild(model, value) -> model`
 that replaces modules of a freshly built model before its weights load (`llm_lab_quant`: packed quantized linears)."""
 
@@ -186,7 +186,7 @@ def _from_dir(path: Path, dtype, **kw):
     config = AutoConfig.from_pretrained(path)
     text = text_config(config)
     shapes = getattr(text, 'llm_lab_layer_shapes', None)
-    marks = [k for k in vars(text) if k.startswith('llm_lab_') and k != 'llm_lab_layer_shapes' and getattr(text, k)]
+    marks = sorted(k for k in vars(text) if k.startswith('llm_lab_') and k != 'llm_lab_layer_shapes' and getattr(text, k))  # a refining mark after its base
     if not shapes and not marks: return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw)
     what = ' and '.join((['per-layer shapes'] if shapes else []) + marks)
     if kw: raise ValueError(f"{path} has {what} (structure of llm_lab's own); it loads without from_pretrained options, got {sorted(kw)}")

@@ -473,8 +473,9 @@ def quantize_layerwise(model: nn.Module, calib: torch.Tensor, spec: QuantSpec | 
     prune_layerwise(model, calib, step, hessian=hessian, desc=f'{method} {plan.default}')
     return pack_model(model, done)
 
-# %% ../../nbs/600_quant.ipynb #f6eb27b6
-QUANTIZER_MODULES = {'rtn': 'llm_lab.quant', 'gptq': 'llm_lab.quant'}
+# %% ../../nbs/600_quant.ipynb #c7b25f3f
+QUANTIZER_MODULES = {'rtn': 'llm_lab.quant', 'gptq': 'llm_lab.quant', 'omniquant': 'llm_lab.quant.omniquant', 'gwq': 'llm_lab.quant.gwq',
+                     'spike': 'llm_lab.quant.spike', 'smoothquant': 'llm_lab.quant.spike', 'awq': 'llm_lab.quant.lowbit'}
 "The module that registers each method."
 
 QUANTIZERS = Registry('quantizer', modules=sorted(set(QUANTIZER_MODULES.values()) - {'llm_lab.quant'}))
