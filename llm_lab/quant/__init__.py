@@ -25,9 +25,9 @@ __all__ = ['FLOAT_DTYPES', 'BITS', 'QUANTIZER_MODULES', 'QUANTIZERS', 'RTN_BITS'
            'round_ste', 'group_ranges', 'scale_zero', 'grid', 'quantize_codes', 'dequantize_codes', 'fake_quant',
            'QWeight', 'rtn', 'check_gptq_args', 'gptq', 'pack_codes', 'unpack_codes', 'expected_bits', 'QuantLinear',
            'dequantized_weights', 'linear_modules', 'quantizable_linears', 'match_names', 'QuantPlan', 'as_plan',
-           'record_quant', 'pack_model', 'quantize_layerwise', 'register_quantizer', 'quantize_model', 'quantize_rtn',
-           'quantize_gptq', 'quant_bits', 'bits_per_weight', 'rebuild_quantized', 'ActSpec', 'fake_quant_act',
-           'act_ranges', 'ActQuant', 'quantize_activations', 'sweep']
+           'record_quant', 'linear_at', 'set_linear', 'pack_model', 'quantize_layerwise', 'register_quantizer',
+           'quantize_model', 'quantize_rtn', 'quantize_gptq', 'quant_bits', 'bits_per_weight', 'rebuild_quantized',
+           'ActSpec', 'fake_quant_act', 'act_ranges', 'ActQuant', 'quantize_activations', 'sweep']
 
 # %% ../../nbs/600_quant.ipynb #de9fe71b
 FLOAT_DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16, 'float32': torch.float32}
@@ -448,13 +448,22 @@ def record_quant(model: nn.Module) -> nn.Module:
     elif hasattr(cfg, 'llm_lab_quant'): del cfg.llm_lab_quant
     return model
 
+def linear_at(model: nn.Module, name: str) -> nn.Module:
+    "The decoder linear named `'{layer}.{path}'` (as in `linear_modules`)."
+    l, path = name.split('.', 1)
+    return decoder_layers(model)[int(l)].get_submodule(path)
+
+def set_linear(model: nn.Module, name: str, module: nn.Module) -> nn.Module:
+    "Put `module` where the decoder linear named `'{layer}.{path}'` is."
+    l, path = name.split('.', 1)
+    decoder_layers(model)[int(l)].set_submodule(path, module)
+    return module
+
 def pack_model(model: nn.Module, qweights: dict[str, QWeight]) -> nn.Module:
     "Replace each named decoder linear by a `QuantLinear` holding its `QWeight` (bias and dtype kept), then `record_quant`."
-    layers = decoder_layers(model)
     for name, qw in qweights.items():
-        l, path = name.split('.', 1)
-        old = layers[int(l)].get_submodule(path)
-        layers[int(l)].set_submodule(path, QuantLinear.from_qweight(qw, old.bias, dtype=old.weight.dtype))
+        old = linear_at(model, name)
+        set_linear(model, name, QuantLinear.from_qweight(qw, old.bias, dtype=old.weight.dtype))
     return record_quant(model)
 
 @torch.no_grad()
@@ -534,14 +543,13 @@ def bits_per_weight(model: nn.Module) -> float:
 # %% ../../nbs/600_quant.ipynb #9627d890
 def rebuild_quantized(model: nn.Module, desc: dict) -> nn.Module:
     "Put an empty `QuantLinear` of the recorded spec where each linear named in `desc` (a config's `llm_lab_quant`) is; weights load after."
-    layers, names = decoder_layers(model), set(linear_modules(model))
+    names = set(linear_modules(model))
     for name, d in desc.items():
         if name not in names: raise ValueError(f"{arch_name(model)}: llm_lab_quant names {name!r}, which this model does not have")
         d = dict(d); n_out = d.pop('outliers')
-        l, p = name.split('.', 1)
-        old = layers[int(l)].get_submodule(p)
-        layers[int(l)].set_submodule(p, QuantLinear(old.in_features, old.out_features, QuantSpec(**d), old.bias is not None, n_out,
-                                                    device=old.weight.device, dtype=old.weight.dtype))
+        old = linear_at(model, name)
+        set_linear(model, name, QuantLinear(old.in_features, old.out_features, QuantSpec(**d), old.bias is not None, n_out,
+                                            device=old.weight.device, dtype=old.weight.dtype))
     return model
 
 lab_models.SAVED_FORMATS.register('llm_lab_quant', rebuild_quantized)

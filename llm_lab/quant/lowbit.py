@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from .. import models as lab_models
-from ..arch import arch_name, decoder_layers, text_config
+from ..arch import arch_name, text_config
 from ..prune import prune_layerwise, LinearStats
 from . import (QuantSpec, QuantPlan, QWeight, QuantLinear, as_plan, rtn, quantizable_linears, linear_modules,
-                           record_quant, expected_bits, register_quantizer)
+                           record_quant, expected_bits, register_quantizer, linear_at, set_linear)
 
 # %% auto #0
 __all__ = ['AWQ_BITS', 'AWQ_GRID', 'awq_scales', 'check_awq_args', 'awq_grid', 'AWQWeight', 'output_error', 'awq_search',
@@ -119,27 +119,24 @@ def scaled_expected_bits(spec: QuantSpec, out_features: int, in_features: int, n
 
 def rebuild_scaled(model: nn.Module, names: Sequence[str]) -> nn.Module:
     "Put an empty `ScaledQuantLinear` of the spec recorded in `llm_lab_quant` where each named linear is; weights load after."
-    desc, layers = getattr(text_config(model), 'llm_lab_quant', None) or {}, decoder_layers(model)
+    desc = getattr(text_config(model), 'llm_lab_quant', None) or {}
     mods = linear_modules(model)
     for name in names:
         if name not in desc or name not in mods:
             raise ValueError(f"{arch_name(model)}: llm_lab_quant_scaled names {name!r}, which is not a quantized linear of this model")
         d = dict(desc[name]); n_out = d.pop('outliers'); old = mods[name]
-        l, p = name.split('.', 1)
-        layers[int(l)].set_submodule(p, ScaledQuantLinear(old.in_features, old.out_features, QuantSpec(**d), old.bias is not None, n_out,
-                                                          device=old.codes.device if isinstance(old, QuantLinear) else old.weight.device,
-                                                          dtype=old.dtype_ref.dtype if isinstance(old, QuantLinear) else old.weight.dtype))
+        set_linear(model, name, ScaledQuantLinear(old.in_features, old.out_features, QuantSpec(**d), old.bias is not None, n_out,
+                                                  device=old.codes.device if isinstance(old, QuantLinear) else old.weight.device,
+                                                  dtype=old.dtype_ref.dtype if isinstance(old, QuantLinear) else old.weight.dtype))
     return model
 
 lab_models.SAVED_FORMATS.register('llm_lab_quant_scaled', rebuild_scaled)
 
 def pack_scaled(model: nn.Module, weights: dict[str, AWQWeight]) -> nn.Module:
     "Replace each named decoder linear by a `ScaledQuantLinear` of its `AWQWeight`; record `llm_lab_quant` and `llm_lab_quant_scaled`."
-    layers = decoder_layers(model)
     for name, aw in weights.items():
-        l, path = name.split('.', 1)
-        old = layers[int(l)].get_submodule(path)
-        layers[int(l)].set_submodule(path, ScaledQuantLinear.from_awq(aw, old.bias, dtype=old.weight.dtype))
+        old = linear_at(model, name)
+        set_linear(model, name, ScaledQuantLinear.from_awq(aw, old.bias, dtype=old.weight.dtype))
     record_quant(model)
     cfg = text_config(model)
     scaled = sorted(n for n, m in linear_modules(model).items() if isinstance(m, ScaledQuantLinear))
