@@ -1,16 +1,16 @@
 """Benchmark: decode speed and memory of the lab's KV caches against the peers, measured in the same run.
 
-    .venv/bin/python benchmarks/kv_decode.py [--model smollm2-135m-instruct] [--prompt 2048] [--new 64] [--repeats 3] [--no-kvpress]
+    .venv/bin/python benchmarks/kv_decode.py [--model smollm2-135m-instruct] [--prompt 2048] [--new 64] [--repeats 3] [--no-kvpress] [--readme]
 
 One prompt from the test split, greedy decoding of `--new` tokens through a fresh cache each time (median tokens/s over
-`--repeats`). Ours: KIVI-2, KVQuant-3 (calibrated on 4 x 512 tokens), ThinK 0.4, ThinK 0.4 + KIVI-2. Peers: the full
+`--repeats`). Ours: KIVI-2 and -4, KVQuant-2/3/4 (calibrated on 4 x 512 tokens), ThinK 0.4, ThinK 0.4 + KIVI-2. Peers: the full
 `DynamicCache`, transformers' quantized cache (quanto, 2 bits, KIVI's group and residual), and kvpress (ThinKPress 0.4 and
 SnapKVPress 0.4, in kvpress's own env, transformers 5.2, same model directory and prompt). Prints tokens/s, ratios of
 ours to each peer, bits per represented element (everything stored; fp16 = 16), the bytes really held (in all and per
 token), and how many
-greedy tokens equal the full cache's.
+greedy tokens equal the full cache's. `--readme` writes the table into README.md (the `kv_decode` block).
 """
-import argparse, statistics, tempfile, warnings
+import argparse, statistics, sys, tempfile, warnings
 from pathlib import Path
 import torch
 from transformers import DynamicCache
@@ -27,14 +27,16 @@ warnings.filterwarnings('ignore')
 ap = argparse.ArgumentParser()
 ap.add_argument('--model', default='smollm2-135m-instruct'); ap.add_argument('--prompt', type=int, default=2048)
 ap.add_argument('--new', type=int, default=64); ap.add_argument('--repeats', type=int, default=3)
-ap.add_argument('--no-kvpress', action='store_true')
+ap.add_argument('--no-kvpress', action='store_true'); ap.add_argument('--readme', action='store_true')
 a = ap.parse_args()
 lm, tok = load_model(a.model)
 info = model_info(lm)
 corpus = load_corpus('fortunes', 'en')
 ids = token_stream(tok, list(corpus.test), a.prompt)[: a.prompt]
-kvq3 = calibrate_kvquant(capture_kv(lm, token_blocks(tok, list(corpus.calibration), 512, 4)), 3, max_points=65536)
-ours = {'kivi2': lambda: KIVICache(2, 32, 128), 'kvquant3': lambda: KVQuantCache(kvq3),
+acts = capture_kv(lm, token_blocks(tok, list(corpus.calibration), 512, 4))
+kvq = {b: calibrate_kvquant(acts, b, max_points=65536) for b in (2, 3, 4)}
+ours = {'kivi2': lambda: KIVICache(2, 32, 128), 'kivi4': lambda: KIVICache(4, 32, 128),
+        **{f'kvquant{b}': (lambda b=b: KVQuantCache(kvq[b])) for b in (2, 3, 4)},
         'think40': lambda: ThinKCache(lm, 0.4), 'kivi2+think40': lambda: ThinKCache(lm, 0.4, quant=KIVICache(2, 32, 128))}
 peers = {'fp': DynamicCache, 'quanto2': lambda: quanto_cache(lm, 2, 32, 128)}
 if quanto_refusal(lm):      # transformers' quantized cache refuses sliding-window layers (Gemma 3, Mistral)
@@ -64,7 +66,13 @@ for name, make in {**peers, **ours}.items():
 print(f"{a.model}, {a.prompt}-token prompt, {a.new} new tokens, greedy, median of {a.repeats}, {torch.get_num_threads()} threads, "
       f"device {lm.device}; the full cache holds the model's {next(lm.parameters()).dtype}, bits/elt count it as fp16 = 16")
 peer_names = [n for n in ('fp', 'quanto2', 'kvpress_none', 'kvpress_think40') if n in rows]
-print(f"{'cache':>16} | {'tok/s':>6} | " + ' | '.join(f'{"x " + p:>17}' for p in peer_names) + f" | {'bits/elt':>8} | {'MiB held':>8} | {'KiB/token':>9} | same tokens")
+lines = [f"| cache | tok/s | " + ' | '.join(f'x {p}' for p in peer_names) + " | bits/elt | MiB held | KiB/token | same tokens |",
+         '|' + '---|' * (6 + len(peer_names))]
 for name, r in rows.items():
-    ratios = ' | '.join(f"{r['tok_s'] / rows[p]['tok_s']:17.2f}" for p in peer_names)
-    print(f"{name:>16} | {r['tok_s']:6.2f} | {ratios} | {r['bits']:8.2f} | {r['mib']:8.2f} | {1024 * r['mib'] / (a.prompt + a.new):9.2f} | {r['same']}/{a.new}")
+    ratios = ' | '.join(f"{r['tok_s'] / rows[p]['tok_s']:.2f}" for p in peer_names)
+    lines.append(f"| {name} | {r['tok_s']:.2f} | {ratios} | {r['bits']:.2f} | {r['mib']:.2f} | {1024 * r['mib'] / (a.prompt + a.new):.2f} | {r['same']}/{a.new} |")
+print('\n'.join(lines))
+if a.readme:
+    from readme import update_readme
+    update_readme('kv_decode', f"{a.model}, {a.prompt}-token prompt, {a.new} new tokens, greedy, median of {a.repeats}; "
+                  "x peer = our tokens/s over the peer's, same run\n\n" + '\n'.join(lines), 'python ' + ' '.join(['benchmarks/kv_decode.py', *sys.argv[1:]]))

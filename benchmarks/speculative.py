@@ -17,7 +17,7 @@ greedy's seconds per token) and the acceptance a measured on that set, with the 
 s(a,K,c) = (1-a^(K+1)) / ((1-a)(Kc+1)) beside the measured ours/plain, and where our time goes (draft ms per token, target
 ms per verification call of K+1 tokens).
 """
-import argparse, copy, json, statistics, time, warnings
+import argparse, copy, json, statistics, sys, time, warnings
 from pathlib import Path
 import torch
 from llm_lab.models import load_model, chat_prompt, drafts_for, local_models
@@ -33,6 +33,7 @@ ap.add_argument('--prompts', type=int, default=3); ap.add_argument('--repeats', 
 ap.add_argument('--sets', nargs='+', default=['copy', 'open'], choices=['copy', 'open'])
 ap.add_argument('--draft', default=None, help='a listed draft model (default: the first of drafts_for(model) with a draft.json)')
 ap.add_argument('--draft-k', default='auto', help="K for the draft row: an int, or 'auto' = K* from the draft's draft.json (else --k)")
+ap.add_argument('--readme', action='store_true', help='write the table into README.md (the speculative block)')
 a = ap.parse_args()
 lm, tok = load_model(a.model)
 eos = lm.generation_config.eos_token_id                       # one stopping rule for every side: stop after the model's EOS
@@ -87,11 +88,14 @@ def tok_s(fn):
     return statistics.median(speeds), outs
 
 hf(SETS[a.sets[0]][0][:8])  # warm-up
+md = ['| prompts | draft | K | ours tok/s | transformers tok/s | ours / transformers | ours / plain greedy | identical to greedy (ours, transformers) |',
+      '|---|---|---|---|---|---|---|---|']
 for set_name in a.sets:
     prompts = SETS[set_name]
     plain, ref = tok_s(lambda p: hf(p))
     print(f'\n[{set_name} prompts] {a.model}, {len(prompts)} prompts, up to {a.new} new tokens (stop at EOS), K={a.k}, greedy, device {lm.device}')
     print(f'plain greedy (transformers generate): {plain:7.2f} tok/s, {sum(len(r) for r in ref)} tokens')
+    md.append(f'| {set_name} | none: plain greedy | | | {plain:.2f} | | 1.00 | |')
     print(f"{'draft':>12} | {'ours tok/s':>10} | {'hf tok/s':>9} | {'ours/hf':>7} | {'ours/plain':>10} | identical (ours, hf)")
     rows = [(f'exit{L}', lambda p, L=L: ours(p, ModelDrafter(early_exit(lm, L))),
              lambda p, L=L: hf(p, assistant_model=assistant(early_exit(lm, L), a.k), num_assistant_tokens=a.k, num_assistant_tokens_schedule='constant'))
@@ -101,6 +105,7 @@ for set_name in a.sets:
         s_ours, o_ours = tok_s(f_ours); s_hf, o_hf = tok_s(f_hf)
         same = lambda outs: all(torch.equal(x, r) for x, r in zip(outs, ref))
         print(f'{name:>12} | {s_ours:10.2f} | {s_hf:9.2f} | {s_ours / s_hf:7.2f} | {s_ours / plain:10.2f} | {same(o_ours)}, {same(o_hf)}')
+        md.append(f'| {set_name} | {name} | {a.k} | {s_ours:.2f} | {s_hf:.2f} | {s_ours / s_hf:.2f} | {s_ours / plain:.2f} | {same(o_ours)}, {same(o_hf)} |')
     if draft is None: print(f'{"draft":>12} | skipped: no draft model listed for {a.model}'); continue
     log, hf_draft = [], assistant(draft, draft_k)
     s_ours, o_ours = tok_s(lambda p: ours(p, ModelDrafter(draft), k=draft_k, log=log))
@@ -113,7 +118,17 @@ for set_name in a.sets:
     same = lambda outs: all(torch.equal(x, r) for x, r in zip(outs, ref))
     print(f'{"draft K=" + str(draft_k):>12} | {s_ours:10.2f} | {s_hf:9.2f} | {s_ours / s_hf:7.2f} | {s_ours / plain:10.2f} | {same(o_ours)}, {same(o_hf)}'
           f'   ({draft_name})')
+    md.append(f'| {set_name} | lab-made draft ({draft_name}; a={alpha:.2f}, c={c:.2f}, analytic {expected_speedup(alpha, draft_k, c):.2f}x) | {draft_k} | {s_ours:.2f} | {s_hf:.2f} | '
+              f'{s_ours / s_hf:.2f} | {s_ours / plain:.2f} | {same(o_ours)}, {same(o_hf)} |')
     print(f'{"":>12}   measured on this set: a={alpha:.3f}, c={c:.3f} (draft {draft_ms:.1f} ms/token, plain {1e3 / plain:.1f} ms/token); '
           f'analytic s(a,K,c)={expected_speedup(alpha, draft_k, c):.2f} vs measured ours/plain {s_ours / plain:.2f}; '
           f'tokens per target call {sum(st.new_tokens for st in last) / calls:.2f}; target {1e3 * sum(st.target_s for st in last) / calls:.1f} ms '
           f'per verification call of up to {draft_k + 1} tokens; draft share of our time {sum(st.draft_s for st in last) / sum(st.total_s for st in last):.0%}')
+
+print('\n' + '\n'.join(md))
+if a.readme:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from readme import update_readme
+    update_readme('speculative', f'{a.model} target, up to {a.new} new tokens, greedy, stop at EOS on every side, median of {a.repeats}; '
+                  'exitL = the target\'s first L layers as draft, lookup = prompt lookup (n-gram 3)\n\n' + '\n'.join(md),
+                  'python ' + ' '.join(['benchmarks/speculative.py', *sys.argv[1:]]))

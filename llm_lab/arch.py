@@ -15,8 +15,8 @@ from torch import nn
 # %% auto #0
 __all__ = ['IN_PROJ', 'OUT_PROJ', 'SITES', 'ArchitectureError', 'text_config', 'arch_name', 'decoder_layers', 'layers_owner',
            'attention_module', 'mlp_module', 'layer_types', 'Projection', 'out_axis', 'mlp_projections',
-           'AttentionParts', 'head_dim', 'attention_parts', 'rotary_module', 'rope', 'apply_rope', 'undo_rope',
-           'RopeTable', 'queries', 'call_cache', 'site_module', 'site_width', 'hidden_of', 'with_hidden',
+           'AttentionParts', 'head_dim', 'attention_parts', 'rotary_module', 'rope', 'apply_rope', 'apply_rope_',
+           'undo_rope', 'RopeTable', 'queries', 'call_cache', 'site_module', 'site_width', 'hidden_of', 'with_hidden',
            'slice_weight', 'keep_neurons', 'keep_heads', 'hidden_norms', 'keep_hidden', 'layer_shapes',
            'record_layer_shapes', 'apply_layer_shapes', 'without_layers', 'drop_layers', 'LayerCall', 'layer_calls',
            'run_layer']
@@ -241,6 +241,16 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     xr = x[..., :r]
     out = xr * cos + _rotate_half(xr) * sin
     return out if r == x.shape[-1] else torch.cat([out, x[..., r:]], dim=-1)
+
+def apply_rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    "`apply_rope` in place (x may be any strided view, such as a slice of a cache's read buffer); returns `x`."
+    r = cos.shape[-1]
+    cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)
+    h = r // 2
+    a, b = x[..., :h].clone(), x[..., h:r]                             # rotate_half(x) = (-b, a)
+    x[..., :h].mul_(cos[..., :h]).addcmul_(b, sin[..., :h], value=-1)
+    b.mul_(cos[..., h:]).addcmul_(a, sin[..., h:])
+    return x
 
 def undo_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     "The inverse of `apply_rope` with the same `cos`/`sin`."

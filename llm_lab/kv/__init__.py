@@ -12,8 +12,8 @@ from transformers import DynamicCache
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 # %% auto #0
-__all__ = ['METHODS', 'pack_bits', 'unpack_bits', 'QTensor', 'quantize', 'dequantize', 'KVStream', 'KVLayer', 'KVCache',
-           'RecordingCache']
+__all__ = ['METHODS', 'pack_bits', 'unpack_bits', 'unpack_float', 'QTensor', 'quantize', 'dequantize', 'KVStream', 'KVLayer',
+           'KVCache', 'RecordingCache']
 
 # %% ../../nbs/200_kv.ipynb #f17ea7b0
 def _codes_per_unit(bits: int) -> tuple[int, int]:
@@ -34,54 +34,90 @@ def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
     return ((word[..., None] >> byte_shifts) & 0xFF).to(torch.uint8).reshape(*codes.shape[:-1], -1)
 
 def unpack_bits(packed: torch.Tensor, bits: int, length: int) -> torch.Tensor:
-    "Inverse of `pack_bits`: the codes (uint8 for widths dividing 8, else int64), `length` of them on the last axis."
+    "Inverse of `pack_bits`: the codes (uint8 for widths dividing 8, else int32 or int64), `length` of them on the last axis."
     if bits == 8: return packed[..., :length]
     n, nbytes = _codes_per_unit(bits)
-    if nbytes == 1:  # the fast path (2 and 4 bits): shifts and masks on bytes
+    if nbytes == 1:  # 1, 2 and 4 bits: shifts and masks on bytes
         shifts = torch.arange(0, 8, bits, device=packed.device, dtype=torch.uint8)
         return ((packed[..., None] >> shifts) & ((1 << bits) - 1)).reshape(*packed.shape[:-1], -1)[..., :length]
-    byte_shifts = torch.arange(nbytes, device=packed.device, dtype=torch.int64) * 8
-    p = (packed.to(torch.int64).reshape(*packed.shape[:-1], -1, nbytes) << byte_shifts).sum(-1)
-    shifts = torch.arange(n, device=p.device, dtype=torch.int64) * bits
+    wide = torch.int32 if nbytes <= 3 else torch.int64               # a unit of 8 codes is `bits` bytes: 24 bits fit an int32
+    byte_shifts = torch.arange(nbytes, device=packed.device, dtype=wide) * 8
+    p = (packed.to(wide).reshape(*packed.shape[:-1], -1, nbytes) << byte_shifts).sum(-1, dtype=wide)
+    shifts = torch.arange(n, device=p.device, dtype=wide) * bits
     return ((p[..., None] >> shifts) & ((1 << bits) - 1)).reshape(*p.shape[:-1], -1)[..., :length]
+
+def unpack_float(packed: torch.Tensor, bits: int, length: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The codes of `packed` as floats, `length` of them on the last axis, written into `out` when given (float32 by
+    default). For 1, 2 and 4 bits, code j of every byte goes straight to its strided place: a shift and a mask per
+    position in the byte, no intermediate integer tensor of the full size."""
+    shape = (*packed.shape[:-1], length)
+    if out is None: out = torch.empty(shape, dtype=torch.float32, device=packed.device)
+    elif out.shape != shape: raise ValueError(f"out has shape {tuple(out.shape)}, the codes {shape}")
+    n = 8 // bits if 8 % bits == 0 else 0
+    if n and bits < 8 and length == packed.shape[-1] * n and out.stride(-1) == 1:
+        o = out.view(*packed.shape, n)
+        for j in range(n): o[..., j] = (packed >> (bits * j)) & ((1 << bits) - 1)
+    else: out.copy_(unpack_bits(packed, bits, length))
+    return out
 
 # %% ../../nbs/200_kv.ipynb #ab7450ae
 @dataclass
 class QTensor:
-    "A group-wise quantized tensor: packed codes, per-group scale and zero point, and how to undo it."
-    packed: torch.Tensor      # uint8, the moved layout (..., n_groups * group * bits / 8)
-    scale: torch.Tensor       # (..., n_groups) in scale_dtype
-    zero: torch.Tensor        # (..., n_groups) in scale_dtype
+    """A group-wise quantized tensor: codes packed along the last axis (the original layout, padded to a whole packing
+    unit), one scale and zero point per group of `group` consecutive elements along `dim`."""
+    packed: torch.Tensor      # uint8 (..., ceil(length / unit) * unit * bits / 8)
+    scale: torch.Tensor       # the original shape with `dim` divided by `group`, in scale_dtype
+    zero: torch.Tensor        # same shape as scale
     bits: int
     group: int
-    dim: int                  # the grouped axis of the original tensor (negative)
-    length: int               # size of that axis
+    dim: int                  # the grouped axis (negative)
+    length: int               # size of the last axis
 
     def nbits(self) -> int:
         "Bits held: packed codes plus scales and zero points."
         return 8 * (self.packed.numel() * self.packed.element_size() + self.scale.numel() * self.scale.element_size()
                     + self.zero.numel() * self.zero.element_size())
 
+    def map(self, fn) -> 'QTensor':
+        "The same quantized tensor with `fn` applied to its packed codes, scales and zero points (slicing leading axes, batch moves)."
+        return QTensor(fn(self.packed), fn(self.scale), fn(self.zero), self.bits, self.group, self.dim, self.length)
+
 def quantize(x: torch.Tensor, bits: int, group: int, dim: int = -1, scale_dtype: torch.dtype = torch.float16) -> QTensor:
     "Asymmetric min-max quantization of `x` in groups of `group` consecutive elements along `dim`."
     if not 1 <= bits <= 8: raise ValueError(f"bits must be in 1..8, got {bits}")
+    if not -x.dim() <= dim < x.dim(): raise ValueError(f"dim {dim} is out of range for a {x.dim()}-d tensor")
     dim = dim if dim < 0 else dim - x.dim()
     n = x.shape[dim]
     if group < 1 or n % group: raise ValueError(f"axis {dim} has {n} elements, not a multiple of the group size {group}")
-    xm = x.movedim(dim, -1).float()                                # (..., n)
-    xg = xm.reshape(*xm.shape[:-1], n // group, group)             # (..., groups, group)
-    mn, mx = xg.amin(-1), xg.amax(-1)
-    scale = ((mx - mn) / (2 ** bits - 1)).to(scale_dtype)
-    zero = mn.to(scale_dtype)
-    s = scale.float().clamp_min(torch.finfo(torch.float16).tiny)[..., None]
-    codes = ((xg - zero.float()[..., None]) / s).round_().clamp_(0, 2 ** bits - 1)
-    return QTensor(pack_bits(codes.reshape(*xm.shape[:-1], n).to(torch.uint8), bits), scale, zero, bits, group, dim, n)
+    xg = x.detach().float().unflatten(dim, (n // group, group))       # storage: no autograd history is kept
+    mn, mx = xg.amin(dim), xg.amax(dim)
+    scale, zero = ((mx - mn) / (2 ** bits - 1)).to(scale_dtype), mn.to(scale_dtype)
+    s = scale.float().clamp_min(torch.finfo(torch.float16).tiny).unsqueeze(dim)
+    codes = ((xg - zero.float().unsqueeze(dim)) / s).round_().clamp_(0, 2 ** bits - 1).flatten(dim - 1, dim)
+    unit = _codes_per_unit(bits)[0]
+    pad = -x.shape[-1] % unit                                        # a head of 39 kept channels packs as 40 codes
+    codes = torch.nn.functional.pad(codes, (0, pad)) if pad else codes
+    return QTensor(pack_bits(codes.to(torch.uint8), bits), scale, zero, bits, group, dim, x.shape[-1])
 
-def dequantize(q: QTensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    "Reconstruct the tensor (in the original layout) from a `QTensor`."
-    codes = unpack_bits(q.packed, q.bits, q.length).float()       # (..., n)
-    xg = torch.addcmul(q.zero.float()[..., None], codes.reshape(*codes.shape[:-1], -1, q.group), q.scale.float()[..., None])
-    return xg.reshape(codes.shape).movedim(-1, q.dim).to(dtype)
+def dequantize(q: QTensor, dtype: torch.dtype = torch.float32, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Reconstruct the tensor from a `QTensor`, in `dtype`, or into `out` (any view of the right shape whose rows are
+    contiguous, such as a slice of the buffer attention will read): codes unpacked into place, then scaled and shifted
+    in place, in float32 at least (a bf16 or fp16 `out` gets the float32 result rounded once)."""
+    shape = (*q.packed.shape[:-1], q.length)
+    if out is None: out = torch.empty(shape, dtype=dtype, device=q.packed.device)
+    elif out.shape != shape: raise ValueError(f"out has shape {tuple(out.shape)}, the tensor {shape}")
+    wide = out.dtype in (torch.float32, torch.float64)
+    x = out if wide else torch.empty(shape, dtype=torch.float32, device=out.device)
+    unpack_float(q.packed, q.bits, q.length, out=x)
+    xg = _grouped(x, q.dim, q.group)
+    xg.mul_(q.scale.to(x.dtype).unsqueeze(q.dim)).add_(q.zero.to(x.dtype).unsqueeze(q.dim))   # two plain broadcasts beat one addcmul
+    if not wide: out.copy_(x)
+    return out
+
+def _grouped(t: torch.Tensor, dim: int, group: int) -> torch.Tensor:
+    "A view of `t` with axis `dim` split into (groups, group); `view` raises rather than silently copy where strides forbid it."
+    d = t.dim() + dim
+    return t.view(*t.shape[:d], t.shape[d] // group, group, *t.shape[d + 1:])
 
 # %% ../../nbs/200_kv.ipynb #deec6b73
 class KVStream:
@@ -101,7 +137,7 @@ class KVStream:
     def __len__(self) -> int:
         return (0 if self.q is None else self._q_tokens()) + (0 if self.window is None else self.window.shape[-2])
 
-    def _q_tokens(self) -> int: return self.q.length if self.axis == 'channel' else self.q.packed.shape[-2]
+    def _q_tokens(self) -> int: return self.q.packed.shape[-2]
 
     def _group_for(self, x) -> int:
         if self.axis == 'channel': return self.group
@@ -115,10 +151,21 @@ class KVStream:
         "The quantized past, dequantized to `dtype` (None when empty)."
         return None if self.q is None else dequantize(self.q, dtype)
 
+    def read(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Everything stored, in order, as attention reads it, written into `out` (a `(batch, heads, len(self), head_dim)`
+        view, of any dtype) or a new tensor in the window's dtype: the past is dequantized straight into place, no concatenation."""
+        w = self.window
+        if self.q is None and out is None: return w
+        tq = 0 if self.q is None else self._q_tokens()
+        if out is None: out = w.new_empty(*w.shape[:-2], len(self), w.shape[-1])
+        elif out.shape[-2] != len(self): raise ValueError(f"out holds {out.shape[-2]} tokens, the stream {len(self)}")
+        if tq: dequantize(self.q, out=out[..., :tq, :])
+        if w is not None and w.shape[-2]: out[..., tq:, :] = w
+        return out
+
     def view(self) -> torch.Tensor:
         "Everything stored, in order, as attention reads it."
-        parts = [p for p in (self.past(self.window.dtype), self.window) if p is not None and p.shape[-2]]
-        return torch.cat(parts, dim=-2) if len(parts) > 1 else parts[0] if parts else self.window
+        return self.read()
 
     def append(self, x: torch.Tensor) -> torch.Tensor:
         "Flush what the last append left over, add new tokens `(batch, heads, t, head_dim)`, return the view attention reads."
@@ -147,10 +194,9 @@ class KVStream:
         self.q = q if self.q is None else self._cat(self.q, q)
 
     def _cat(self, a: QTensor, b: QTensor) -> QTensor:
-        # channel: packed/scale/zero are (b, h, head_dim, ...tokens): concatenate on the last axis; token: on the token axis
-        d = -1 if self.axis == 'channel' else -2
-        return QTensor(torch.cat([a.packed, b.packed], d), torch.cat([a.scale, b.scale], d), torch.cat([a.zero, b.zero], d),
-                       a.bits, a.group, a.dim, a.length + b.length if self.axis == 'channel' else a.length)
+        "Codes, scales and zero points all run along the token axis (-2), whichever axis the groups follow."
+        return QTensor(torch.cat([a.packed, b.packed], -2), torch.cat([a.scale, b.scale], -2), torch.cat([a.zero, b.zero], -2),
+                       a.bits, a.group, a.dim, a.length)
 
     def crop(self, n: int):
         "Drop the last `n` tokens (speculative decoding's rollback); re-opens a partly dropped channel group into the window."
@@ -161,22 +207,20 @@ class KVStream:
         keep = len(self) - n
         past = self.past(self.window.dtype)
         if self.axis == 'token':
-            self.q = QTensor(self.q.packed[..., :keep, :].clone(), self.q.scale[..., :keep, :].clone(), self.q.zero[..., :keep, :].clone(),
-                             self.q.bits, self.q.group, self.q.dim, self.q.length) if keep else None
+            self.q = self.q.map(lambda t: t[..., :keep, :].clone()) if keep else None
             self.window = past[..., keep:keep, :]
             return
         whole = (keep // self.q.group) * self.q.group
         self.window = past[..., whole:keep, :].clone()           # the partial group goes back to full precision
         if whole == 0: self.q = None; return
-        self.q = QTensor(self.q.packed[..., : whole * self.q.bits // 8].clone(),  # whole groups: a whole number of packing units
-                         self.q.scale[..., : whole // self.q.group].clone(), self.q.zero[..., : whole // self.q.group].clone(),
-                         self.q.bits, self.q.group, self.q.dim, whole)
+        g = self.q.group
+        self.q = QTensor(self.q.packed[..., :whole, :].clone(), self.q.scale[..., :whole // g, :].clone(),
+                         self.q.zero[..., :whole // g, :].clone(), self.q.bits, g, self.q.dim, self.q.length)
 
     def map_batch(self, fn):
         "Apply `fn` (index_select, repeat_interleave ...) to every stored tensor's batch axis."
         if self.window is not None: self.window = fn(self.window)
-        if self.q is not None:
-            self.q = QTensor(fn(self.q.packed), fn(self.q.scale), fn(self.q.zero), self.q.bits, self.q.group, self.q.dim, self.q.length)
+        if self.q is not None: self.q = self.q.map(fn)
 
     def nbits(self) -> int:
         "Bits held: quantized codes, scales, zero points and the full-precision window."

@@ -11,13 +11,13 @@ import torch
 from torch import nn
 
 from ..core import progress
-from ..arch import ArchitectureError, RopeTable, apply_rope, undo_rope, rotary_module, decoder_layers, attention_module, attention_parts, arch_name
+from ..arch import ArchitectureError, RopeTable, apply_rope, apply_rope_, undo_rope, rotary_module, decoder_layers, attention_module, attention_parts, arch_name
 from . import KVCache, KVLayer, RecordingCache, pack_bits, unpack_bits
 
 # %% auto #0
 __all__ = ['BITS', 'layer_ropes', 'rope_transpose', 'nearest_level', 'kmeans_1d', 'KVActivations', 'pre_rope_keys', 'capture_kv',
            'Datatype', 'token_range', 'channel_range', 'fit_datatype', 'KVQuantCalibration', 'calibrate_kvquant',
-           'KVQuantStream', 'KVQuantLayer', 'KVQuantCache']
+           'unpack_codes', 'KVQuantStream', 'KVQuantLayer', 'KVQuantCache']
 
 # %% ../../nbs/202_kvquant.ipynb #948a32ec
 def layer_ropes(model) -> list[RopeTable] | None:
@@ -247,6 +247,17 @@ def calibrate_kvquant(acts: KVActivations, bits: int = 3, per_channel_keys: bool
                               acts.ropes if pre_rope else None)
 
 # %% ../../nbs/202_kvquant.ipynb #69fb30b5
+def unpack_codes(packed: torch.Tensor, bits: int, length: int) -> torch.Tensor:
+    """`unpack_bits` for index use: int64 codes, `length` on the last axis. 3-bit units (8 codes in 3 bytes) are joined
+    into one int32 word per unit and each code is cut out of it straight into its strided place."""
+    if bits != 3: return unpack_bits(packed, bits, length).long()
+    u = packed.view(*packed.shape[:-1], -1, 3).to(torch.int32)
+    w = u[..., 0] | (u[..., 1] << 8) | (u[..., 2] << 16)                    # (..., units)
+    codes = torch.empty(*w.shape, 8, dtype=torch.int64, device=packed.device)
+    for j in range(8): codes[..., j] = (w >> (3 * j)) & 7
+    codes = codes.view(*packed.shape[:-1], -1)
+    return codes if codes.shape[-1] == length else codes[..., :length]
+
 class KVQuantStream:
     "Keys or values of one layer, quantized on arrival with a KVQuant datatype; the first `sink` tokens kept as they are."
     def __init__(self, dt: Datatype, bits: int, outliers: float, sink: int = 1, rope: RopeTable | None = None):
@@ -292,7 +303,7 @@ class KVQuantStream:
             if self.rope is not None:
                 cos, sin = self.rope(self.n + s, self.n + t, rest)
                 rest = undo_rope(rest.float(), cos, sin)
-            flat = rest.float().transpose(1, 2).reshape(B, t - s, H * hd)
+            flat = rest.detach().float().transpose(1, 2).reshape(B, t - s, H * hd)   # storage: no autograd history is kept
             codes, m, h, mask = self._quantize(flat)
             packed = pack_bits(codes.to(torch.uint8), self.bits)
             self.codes = packed if self.codes is None else torch.cat([self.codes, packed], 1)
@@ -320,29 +331,39 @@ class KVQuantStream:
             vals[rows, self.col.long()] = self.val; mask[rows, self.col.long()] = True
         return vals.reshape(T, B, D).transpose(0, 1), mask.reshape(T, B, D).transpose(0, 1)
 
-    def dequantized(self) -> torch.Tensor | None:
-        "The quantized tokens reconstructed, (batch, heads, T, head_dim) in the model's dtype (rotated back for pre-RoPE keys)."
+    def dequantized(self, out: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The quantized tokens reconstructed, (batch, heads, T, head_dim) in the model's dtype (rotated back for pre-RoPE
+        keys), written into `out` when given (a slice of the buffer attention reads): a level lookup, one fused
+        multiply-add into place, the sparse outliers written over their positions, RoPE in place."""
         if not self.T: return None
         B, H, hd = self.shape
         D, T = H * hd, self.T
-        x = self.dt.decoded.to(self.codes.device)[unpack_bits(self.codes, self.bits, D).long()]
+        if out is None: out = torch.empty(B, H, T, hd, dtype=self.dtype, device=self.codes.device)
+        dec = self.dt.decoded.to(self.codes.device).float()
+        x = dec.index_select(0, unpack_codes(self.codes, self.bits, D).reshape(-1)).view(B, T, D)   # levels, (batch, token, channel)
         if self.dt.per_channel:
-            lo, hi = self.dt.lower.to(x.device), self.dt.upper.to(x.device)
-            x = x * ((hi - lo) / 2).clamp_min(1e-4) + (hi + lo) / 2
-        else: x = x * self.half.float() + self.mid.float()
-        if self.val is not None and self.val.numel():
-            vals, mask = self._dense_outliers()
-            x = torch.where(mask, vals.float(), x)
-        x = x.reshape(B, T, H, hd).transpose(1, 2)
+            lo, hi = self.dt.lower.to(x.device).float(), self.dt.upper.to(x.device).float()
+            x.mul_(((hi - lo) / 2).clamp_min(1e-4)).add_((hi + lo) / 2)
+        else: x.mul_(self.half.float()).add_(self.mid.float())                  # (batch, token, 1) each
+        if self.val is not None and self.val.numel():                            # rows in (token, batch) order, CSR
+            rows = torch.repeat_interleave(torch.arange(T * B, device=x.device), (self.ptr[1:] - self.ptr[:-1]).long().to(x.device))
+            pos = (rows % B) * (T * D) + (rows // B) * D + self.col.long()
+            x.view(-1).index_copy_(0, pos, self.val.float())
+        out.transpose(1, 2).copy_(x.view(B, T, H, hd))
         if self.rope is not None:
-            s = self.n - T
-            cos, sin = self.rope(s, self.n, x)
-            x = apply_rope(x, cos, sin)
-        return x.to(self.dtype)
+            cos, sin = self.rope(self.n - T, self.n, out)
+            apply_rope_(out, cos, sin)
+        return out
 
     def view(self) -> torch.Tensor:
-        parts = [p for p in (self.first, self.dequantized()) if p is not None]
-        return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
+        "Everything stored, in order, in one buffer: the full-precision first tokens, then the quantized ones in place."
+        B, H, hd = self.shape
+        s = 0 if self.first is None else self.first.shape[2]
+        if not self.T: return self.first
+        out = torch.empty(B, H, self.n, hd, dtype=self.dtype, device=self.codes.device)
+        self.dequantized(out[:, :, s:])
+        if s: out[:, :, :s] = self.first      # after: out= writes refuse a buffer that autograd already tracks
+        return out
 
     def flush(self): pass
 

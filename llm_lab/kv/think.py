@@ -113,12 +113,16 @@ class ThinKStream:
         return self.view()
 
     def view(self) -> torch.Tensor:
-        "Everything stored, in order, pruned channels as zeros, in the model's dtype."
-        full = self.full.view()
-        if self.thin is None: return full.to(self.out_dtype)
-        t = self.thin.view()
-        wide = t.new_zeros(*t.shape[:-1], self.dim).scatter_(-1, self.idx.long()[:, :, None].expand(-1, -1, t.shape[2], -1), t)
-        return torch.cat([wide, full], dim=2).to(self.out_dtype)
+        """Everything stored, in order, pruned channels as zeros, in the model's dtype: one buffer, each part dequantized
+        (or converted) straight into its place."""
+        n_thin = 0 if self.thin is None else len(self.thin)
+        like = self.full.window if self.full.window is not None else self.thin.window
+        out = torch.empty(self.batch, self.heads, len(self), self.dim, dtype=self.out_dtype, device=like.device)
+        self.full.read(out[:, :, n_thin:])
+        if n_thin:
+            t = self.thin.read(torch.empty(self.batch, self.heads, n_thin, self.idx.shape[-1], dtype=self.out_dtype, device=out.device))
+            out[:, :, :n_thin].zero_().scatter_(-1, self.idx.long()[:, :, None].expand(-1, -1, n_thin, -1), t)
+        return out
 
     def flush(self):
         self.full.flush()
