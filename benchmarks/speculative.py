@@ -27,7 +27,7 @@ from llm_lab.decode.speculative import NGramDrafter, expected_speedup
 
 warnings.filterwarnings('ignore')
 ap = argparse.ArgumentParser()
-ap.add_argument('--model', default='smollm2-135m-instruct'); ap.add_argument('--exit-layers', type=int, nargs='+', default=[8, 20])
+ap.add_argument('--model', default='smollm2-135m-instruct'); ap.add_argument('--exit-layers', type=int, nargs='*', default=[8, 20])
 ap.add_argument('--k', type=int, default=4); ap.add_argument('--new', type=int, default=64)
 ap.add_argument('--prompts', type=int, default=3); ap.add_argument('--repeats', type=int, default=3)
 ap.add_argument('--sets', nargs='+', default=['copy', 'open'], choices=['copy', 'open'])
