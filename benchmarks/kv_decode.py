@@ -6,8 +6,9 @@ One prompt from the test split, greedy decoding of `--new` tokens through a fres
 `--repeats`). Ours: KIVI-2 and -4, KVQuant-2/3/4 (calibrated on 4 x 512 tokens), ThinK 0.4, ThinK 0.4 + KIVI-2. Peers: the full
 `DynamicCache`, transformers' quantized cache (quanto, 2 bits, KIVI's group and residual), and kvpress (ThinKPress 0.4 and
 SnapKVPress 0.4, in kvpress's own env, transformers 5.2, same model directory and prompt). Prints tokens/s, ratios of
-ours to each peer, bits per represented element (everything stored; fp16 = 16), the bytes really held (in all and per
-token), and how many
+ours to each peer, bits per represented element (everything stored; fp16 = 16), the MiB those bits count, the bytes
+really held (every tensor reachable from the cache object, in all and per token: for KVQuant this includes the
+calibration's per-layer datatypes and the shared RoPE cos/sin table of the positions seen), and how many
 greedy tokens equal the full cache's. `--readme` writes the table into README.md (the `kv_decode` block).
 """
 import argparse, statistics, sys, tempfile, warnings
@@ -66,11 +67,11 @@ for name, make in {**peers, **ours}.items():
 print(f"{a.model}, {a.prompt}-token prompt, {a.new} new tokens, greedy, median of {a.repeats}, {torch.get_num_threads()} threads, "
       f"device {lm.device}; the full cache holds the model's {next(lm.parameters()).dtype}, bits/elt count it as fp16 = 16")
 peer_names = [n for n in ('fp', 'quanto2', 'kvpress_none', 'kvpress_think40') if n in rows]
-lines = [f"| cache | tok/s | " + ' | '.join(f'x {p}' for p in peer_names) + " | bits/elt | MiB held | KiB/token | same tokens |",
-         '|' + '---|' * (6 + len(peer_names))]
+lines = [f"| cache | tok/s | " + ' | '.join(f'x {p}' for p in peer_names) + " | bits/elt | MiB counted | MiB held | KiB/token held | same tokens |",
+         '|' + '---|' * (7 + len(peer_names))]
 for name, r in rows.items():
     ratios = ' | '.join(f"{r['tok_s'] / rows[p]['tok_s']:.2f}" for p in peer_names)
-    lines.append(f"| {name} | {r['tok_s']:.2f} | {ratios} | {r['bits']:.2f} | {r['mib']:.2f} | {1024 * r['mib'] / (a.prompt + a.new):.2f} | {r['same']}/{a.new} |")
+    lines.append(f"| {name} | {r['tok_s']:.2f} | {ratios} | {r['bits']:.2f} | {r['bits'] * elements / 8 / 2 ** 20:.2f} | {r['mib']:.2f} | {1024 * r['mib'] / (a.prompt + a.new):.2f} | {r['same']}/{a.new} |")
 print('\n'.join(lines))
 if a.readme:
     from readme import update_readme

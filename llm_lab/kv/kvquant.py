@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..core import progress
-from ..arch import ArchitectureError, RopeTable, apply_rope, apply_rope_, undo_rope, rotary_module, decoder_layers, attention_module, attention_parts, arch_name
+from ..arch import ArchitectureError, RopeTable, apply_rope, apply_rope_, undo_rope, rotary_module, decoder_layers, layer_types, attention_module, attention_parts, arch_name
 from . import KVCache, KVLayer, RecordingCache, pack_bits, unpack_bits
 
 # %% auto #0
@@ -21,9 +21,15 @@ __all__ = ['BITS', 'layer_ropes', 'rope_transpose', 'nearest_level', 'kmeans_1d'
 
 # %% ../../nbs/202_kvquant.ipynb #948a32ec
 def layer_ropes(model) -> list[RopeTable] | None:
-    "Each decoder layer's RoPE table (`llm_lab.arch.RopeTable`), or None when the model has no rotary embedding."
+    """Each decoder layer's RoPE table (`llm_lab.arch.RopeTable`), or None when the model has no rotary embedding. Layers
+    served by the same rotary module with the same attention type share one table (Gemma 3: one local, one global),
+    so the cos/sin held grow with the context once, not once per layer."""
     if rotary_module(model, 0) is None: return None
-    return [RopeTable(model, l) for l in range(len(decoder_layers(model)))]
+    types, tables, out = layer_types(model), {}, []
+    for l in range(len(decoder_layers(model))):
+        key = (id(rotary_module(model, l)), types[l] if types else None)
+        out.append(tables.setdefault(key, RopeTable(model, l)))
+    return out
 
 def rope_transpose(g: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     "R^T g for R = `apply_rope(., cos, sin)`: the gradient with respect to keys before RoPE from the one after."
