@@ -17,7 +17,7 @@ from . import KVCache, KVLayer, RecordingCache, pack_bits, unpack_bits
 # %% auto #0
 __all__ = ['BITS', 'layer_ropes', 'rope_transpose', 'nearest_level', 'kmeans_1d', 'KVActivations', 'pre_rope_keys', 'capture_kv',
            'Datatype', 'token_range', 'channel_range', 'fit_datatype', 'KVQuantCalibration', 'calibrate_kvquant',
-           'unpack_codes', 'KVQuantStream', 'KVQuantLayer', 'KVQuantCache']
+           'code_fields', 'field_table', 'KVQuantStream', 'KVQuantLayer', 'KVQuantCache']
 
 # %% ../../nbs/202_kvquant.ipynb #948a32ec
 def layer_ropes(model) -> list[RopeTable] | None:
@@ -253,16 +253,36 @@ def calibrate_kvquant(acts: KVActivations, bits: int = 3, per_channel_keys: bool
                               acts.ropes if pre_rope else None)
 
 # %% ../../nbs/202_kvquant.ipynb #69fb30b5
-def unpack_codes(packed: torch.Tensor, bits: int, length: int) -> torch.Tensor:
-    """`unpack_bits` for index use: int64 codes, `length` on the last axis. 3-bit units (8 codes in 3 bytes) are joined
-    into one int32 word per unit and each code is cut out of it straight into its strided place."""
-    if bits != 3: return unpack_bits(packed, bits, length).long()
+def code_fields(packed: torch.Tensor, bits: int, g: int) -> torch.Tensor:
+    """The packed codes read `g` consecutive codes at a time: one int64 field value per `g` codes (code i of a field in
+    its bits i * bits ...). 2- and 4-bit codes: the bytes themselves (g = 4 and 2); 3-bit codes, 8 to a 3-byte unit:
+    6-bit fields (g = 2, 4 per unit) or 12-bit fields (g = 4, 2 per unit). A lookup of the field in a table of its
+    2^(g * bits) decoded values (`field_table`) replaces g unpacks and g level lookups."""
+    if (bits, g) in ((2, 4), (4, 2)): return packed.to(torch.int64)
+    if bits != 3 or g not in (2, 4): raise ValueError(f"fields of {g} codes of {bits} bits are not a layout KVQuant reads (2 or 4 codes of 3 bits, bytes of 2- and 4-bit codes)")
     u = packed.view(*packed.shape[:-1], -1, 3).to(torch.int32)
-    w = u[..., 0] | (u[..., 1] << 8) | (u[..., 2] << 16)                    # (..., units)
-    codes = torch.empty(*w.shape, 8, dtype=torch.int64, device=packed.device)
-    for j in range(8): codes[..., j] = (w >> (3 * j)) & 7
-    codes = codes.view(*packed.shape[:-1], -1)
-    return codes if codes.shape[-1] == length else codes[..., :length]
+    b0, b1, b2 = u[..., 0], u[..., 1], u[..., 2]
+    f = torch.empty(*u.shape[:-1], 8 // g, dtype=torch.int64, device=packed.device)
+    if g == 4:
+        torch.bitwise_or(b0, (b1 & 15) << 8, out=f[..., 0])             # bits 0-11 of the 24-bit unit: codes 0-3
+        torch.bitwise_or(b1 >> 4, b2 << 4, out=f[..., 1])               # bits 12-23: codes 4-7
+    else:
+        torch.bitwise_and(b0, 63, out=f[..., 0])                        # bits 0-5: codes 0 and 1
+        torch.bitwise_or(b0 >> 6, (b1 & 15) << 2, out=f[..., 1])          # bits 6-11
+        torch.bitwise_or(b1 >> 4, (b2 & 3) << 4, out=f[..., 2])           # bits 12-17
+        torch.bitwise_right_shift(b2, 2, out=f[..., 3])                   # bits 18-23
+    return f.view(*u.shape[:-2], -1)
+
+def field_table(decoded: torch.Tensor, bits: int, g: int, scale: torch.Tensor | None = None,
+                shift: torch.Tensor | None = None) -> torch.Tensor:
+    """(channels / g, 2^(g * bits), g) float32: for every value a field of `g` codes can take, its codes as levels
+    (`decoded[code]`), and with per-channel `scale` and `shift` (channels,), `level * scale + shift` of each field
+    position's channel: the per-channel affine map folded into the table, so reading it is one lookup per field."""
+    v = torch.arange(2 ** (g * bits), device=decoded.device)
+    codes = (v[:, None] >> (bits * torch.arange(g, device=decoded.device))) & (2 ** bits - 1)
+    t = decoded.float()[codes][None]                                   # (1, 2^(g*bits), g)
+    if scale is None: return t
+    return t * scale.float().view(-1, 1, g) + shift.float().view(-1, 1, g)
 
 class KVQuantStream:
     "Keys or values of one layer, quantized on arrival with a KVQuant datatype; the first `sink` tokens kept as they are."
@@ -337,28 +357,38 @@ class KVQuantStream:
             vals[rows, self.col.long()] = self.val; mask[rows, self.col.long()] = True
         return vals.reshape(T, B, D).transpose(0, 1), mask.reshape(T, B, D).transpose(0, 1)
 
+    def decoded(self) -> torch.Tensor:
+        """The quantized tokens as levels in float32, (token, batch, channel), with the per-channel affine map applied
+        where the scaling is per channel (folded into the field table), outliers not yet written: one lookup per field."""
+        B, H, hd = self.shape
+        D, T, dev = H * hd, self.T, self.codes.device
+        g = 8 // self.bits if self.bits != 3 else 2 if self.dt.per_channel else 4   # per channel: a table per field's channels
+        idx, dec = code_fields(self.codes.transpose(0, 1), self.bits, g), self.dt.decoded.to(dev)   # (T, B, D / g)
+        if self.dt.per_channel:
+            lo, hi = self.dt.lower.to(dev).float(), self.dt.upper.to(dev).float()
+            table = field_table(dec, self.bits, g, ((hi - lo) / 2).clamp_min(1e-4), (hi + lo) / 2)
+            idx += torch.arange(0, table.shape[0] * table.shape[1], table.shape[1], device=dev)   # each field's own channels
+        else: table = field_table(dec, self.bits, g)
+        rows = table.view(-1, g)
+        if g == 2: x = rows.view(torch.int64).index_select(0, idx.reshape(-1)).view(torch.float32)   # a pair of floats as one word
+        else: x = rows.index_select(0, idx.reshape(-1))                        # rows of 4 floats
+        return x.view(T, B, D)
+
     def dequantized(self, out: torch.Tensor | None = None) -> torch.Tensor | None:
         """The quantized tokens reconstructed, (batch, heads, T, head_dim) in the model's dtype (rotated back for pre-RoPE
-        keys), written into `out` when given (a slice of the buffer attention reads): a level lookup, one fused
-        multiply-add into place, the sparse outliers written over their positions, RoPE in place."""
+        keys), written into `out` when given (a slice of the buffer attention reads): `decoded`, the per-token scale and
+        shift in place, the sparse outliers written over their positions, one copy into place, RoPE in place."""
         if not self.T: return None
         B, H, hd = self.shape
         D, T = H * hd, self.T
         if out is None: out = torch.empty(B, H, T, hd, dtype=self.dtype, device=self.codes.device)
-        dec = self.dt.decoded.to(self.codes.device).float()
-        x = dec.index_select(0, unpack_codes(self.codes, self.bits, D).reshape(-1)).view(B, T, D)   # levels, (batch, token, channel)
-        if self.dt.per_channel:
-            lo, hi = self.dt.lower.to(x.device).float(), self.dt.upper.to(x.device).float()
-            x.mul_(((hi - lo) / 2).clamp_min(1e-4)).add_((hi + lo) / 2)
-        else: x.mul_(self.half.float()).add_(self.mid.float())                  # (batch, token, 1) each
-        if self.val is not None and self.val.numel():                            # rows in (token, batch) order, CSR
+        x = self.decoded()                                                     # (token, batch, channel)
+        if not self.dt.per_channel: x.mul_(self.half.transpose(0, 1).float()).add_(self.mid.transpose(0, 1).float())
+        if self.val is not None and self.val.numel():                          # CSR rows are (token, batch): x's order
             rows = torch.repeat_interleave(torch.arange(T * B, device=x.device), (self.ptr[1:] - self.ptr[:-1]).long().to(x.device))
-            pos = (rows % B) * (T * D) + (rows // B) * D + self.col.long()
-            x.view(-1).index_copy_(0, pos, self.val.float())
-        out.transpose(1, 2).copy_(x.view(B, T, H, hd))
-        if self.rope is not None:
-            cos, sin = self.rope(self.n - T, self.n, out)
-            apply_rope_(out, cos, sin)
+            x.view(-1).index_copy_(0, rows * D + self.col.long(), self.val.float())
+        out.permute(2, 0, 1, 3).copy_(x.view(T, B, H, hd))
+        if self.rope is not None: apply_rope_(out, *self.rope(self.n - T, self.n, out))
         return out
 
     def view(self) -> torch.Tensor:
