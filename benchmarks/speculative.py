@@ -33,9 +33,11 @@ ap.add_argument('--prompts', type=int, default=3); ap.add_argument('--repeats', 
 ap.add_argument('--sets', nargs='+', default=['copy', 'open'], choices=['copy', 'open'])
 ap.add_argument('--draft', default=None, help='a listed draft model (default: the first of drafts_for(model) with a draft.json)')
 ap.add_argument('--draft-k', default='auto', help="K for the draft row: an int, or 'auto' = K* from the draft's draft.json (else --k)")
+ap.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'],
+                help='target and draft dtype (measured on the lab CPU, 2026-12: a float32 forward of 2 tokens costs ~1.6x one token, a bfloat16 one ~1.15x)')
 ap.add_argument('--readme', action='store_true', help='write the table into README.md (the speculative block)')
 a = ap.parse_args()
-lm, tok = load_model(a.model)
+lm, tok = load_model(a.model, dtype=getattr(torch, a.dtype))
 eos = lm.generation_config.eos_token_id                       # one stopping rule for every side: stop after the model's EOS
 quotes = [d for d in load_corpus('fortunes', 'en').test if 60 < len(d) < 240]
 QUESTIONS = ['What makes a good friend?', 'Explain why the sky is blue to a child.', 'Give three tips for learning to cook.',
@@ -68,6 +70,14 @@ else:
     cfgd = draft.config
     print(f"draft {draft_name!r}: {cfgd.num_hidden_layers} layers, hidden {cfgd.hidden_size}, intermediate {cfgd.intermediate_size}, "
           f"{cfgd.num_attention_heads} heads; {sum(p.numel() for p in draft.parameters()) / 1e6:.1f}M params; K={draft_k} ({k_from})")
+
+def needed_acceptance(target: float, k: int, c: float, v: float) -> float:
+    "Smallest acceptance a with (1 - a^(K+1)) / (1 - a) / (K c + v) >= target (bisection; nan where even a = 1 falls short)."
+    speed = lambda x: (k + 1 if x >= 1 else (1 - x ** (k + 1)) / (1 - x)) / (k * c + v)
+    if speed(1.0) < target: return float('nan')
+    lo, hi = 0.0, 1.0
+    for _ in range(50): lo, hi = (lo, (lo + hi) / 2) if speed((lo + hi) / 2) >= target else ((lo + hi) / 2, hi)
+    return hi
 
 def hf(ids, **kw):
     return lm.generate(ids[None], attention_mask=torch.ones_like(ids)[None], **gen, **kw)[0, len(ids):].cpu()
@@ -120,6 +130,10 @@ for set_name in a.sets:
           f'   ({draft_name})')
     md.append(f'| {set_name} | lab-made draft ({draft_name}; a={alpha:.2f}, c={c:.2f}, analytic {expected_speedup(alpha, draft_k, c):.2f}x) | {draft_k} | {s_ours:.2f} | {s_hf:.2f} | '
               f'{s_ours / s_hf:.2f} | {s_ours / plain:.2f} | {same(o_ours)}, {same(o_hf)} |')
+    v = 1e3 * sum(st.target_s for st in last) / calls / (1e3 / plain)   # a verification call's cost in plain greedy steps
+    need = {x: needed_acceptance(x, draft_k, c, v) for x in (1.0, 1.3)}
+    print(f'{"":>12}   measured cost model: verification call = {v:.2f} plain steps, so s = E[tokens per call] / (K c + {v:.2f}); '
+          f'acceptance needed at this c and K: {need[1.0]:.2f} for 1.0x, {need[1.3]:.2f} for 1.3x plain (measured {alpha:.2f})')
     print(f'{"":>12}   measured on this set: a={alpha:.3f}, c={c:.3f} (draft {draft_ms:.1f} ms/token, plain {1e3 / plain:.1f} ms/token); '
           f'analytic s(a,K,c)={expected_speedup(alpha, draft_k, c):.2f} vs measured ours/plain {s_ours / plain:.2f}; '
           f'tokens per target call {sum(st.new_tokens for st in last) / calls:.2f}; target {1e3 * sum(st.target_s for st in last) / calls:.1f} ms '
@@ -129,6 +143,6 @@ print('\n' + '\n'.join(md))
 if a.readme:
     sys.path.insert(0, str(Path(__file__).parent))
     from readme import update_readme
-    update_readme('speculative', f'{a.model} target, up to {a.new} new tokens, greedy, stop at EOS on every side, median of {a.repeats}; '
+    update_readme('speculative', f'{a.model} target ({a.dtype}), up to {a.new} new tokens, greedy, stop at EOS on every side, median of {a.repeats}; '
                   'exitL = the target\'s first L layers as draft, lookup = prompt lookup (n-gram 3)\n\n' + '\n'.join(md),
                   'python ' + ' '.join(['benchmarks/speculative.py', *sys.argv[1:]]))
