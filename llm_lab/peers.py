@@ -20,6 +20,8 @@ PEERS = {
                     why='kvpress 0.5.5 needs transformers < 5.3'),
     'llmcompressor': dict(requirements=['torch==2.13.0', 'transformers==5.17.0', 'llmcompressor==0.14.0'],
                           why='llmcompressor 0.14 needs transformers 5.15-5.17'),
+    'hqq': dict(requirements=['torch==2.13.0', 'transformers==5.23.0', 'hqq==0.2.8.post1'],
+                why='hqq brings accelerate, einops and termcolor, which only its benchmark needs'),
 }
 
 def peers_dir() -> Path:
