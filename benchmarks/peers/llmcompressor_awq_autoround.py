@@ -9,6 +9,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM
 from llmcompressor import oneshot
+import llmc_causal_fix  # noqa: F401  (attention stays causal in the sequential pipeline: see its docstring)
 from llmcompressor.modifiers.quantization import QuantizationModifier
 from llmcompressor.pipelines.cache import IntermediatesCache
 

@@ -4,6 +4,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM
 from llmcompressor import oneshot
+import llmc_causal_fix  # noqa: F401  (attention stays causal in the sequential pipeline: see its docstring)
 try: from llmcompressor.modifiers.pruning import WandaPruningModifier
 except ImportError: from llmcompressor.modifiers.pruning.wanda import WandaPruningModifier
 try: from llmcompressor.modifiers.obcq import SparseGPTModifier

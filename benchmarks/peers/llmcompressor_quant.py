@@ -11,6 +11,7 @@ from datasets import Dataset
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 from llmcompressor import oneshot
+import llmc_causal_fix  # noqa: F401  (attention stays causal in the sequential pipeline: see its docstring)
 from llmcompressor.modifiers.gptq import GPTQModifier
 import llmcompressor.modifiers.gptq.helpers as gptq_helpers
 import llmcompressor.modifiers.gptq.gptq_quantize as gptq_quantize
