@@ -22,17 +22,21 @@ SCRIPT = Path(__file__).resolve().parents[1] / 'benchmarks' / 'peers' / 'llmcomp
 SETTINGS = {'w4g32': (4, 32), 'w3g32': (3, 32), 'w4pc': (4, None)}
 
 
-@pytest.fixture(scope='module')
-def peer(tmp_path_factory):
-    d = tmp_path_factory.mktemp('llmc_gptq')
-    m, tok = tiny_model('llama')
+def run_gptq_peer(tmp_path_factory, arch: str, runs: list[dict]):
+    "A tiny `arch` model saved, llmcompressor's GPTQ run on it in its env: (model, calibration tokens, output folder, results)."
+    d = tmp_path_factory.mktemp(f'llmc_gptq_{arch}')
+    m, tok = tiny_model(arch)
     m.save_pretrained(d / 'model'); tok.save_pretrained(d / 'model')
     calib = torch.randint(3, 259, (8, 64), generator=torch.Generator().manual_seed(0))
-    runs = [dict(tag=f'{k}_{p}', bits=b, group=g, blocksize=128, damp=0.01, precision=p)
-            for k, (b, g) in SETTINGS.items() for p in ('float32', 'float64')]
     out = run_peer('llmcompressor', SCRIPT, dict(model_dir=str(d / 'model'), calib=calib.tolist(), runs=runs, out_dir=str(d),
                                                  out=str(d / 'out.json')), timeout=900)
     return m, calib, d, out
+
+
+@pytest.fixture(scope='module')
+def peer(tmp_path_factory):
+    return run_gptq_peer(tmp_path_factory, 'llama', [dict(tag=f'{k}_{p}', bits=b, group=g, blocksize=128, damp=0.01, precision=p)
+                                                     for k, (b, g) in SETTINGS.items() for p in ('float32', 'float64')])
 
 
 def ours(m, calib, bits, group):
@@ -58,14 +62,7 @@ def test_gptq_equals_llmcompressor(peer, setting):
 
 @pytest.fixture(scope='module')
 def peer_phi3(tmp_path_factory):
-    d = tmp_path_factory.mktemp('llmc_gptq_phi3')
-    m, tok = tiny_model('phi3')
-    m.save_pretrained(d / 'model'); tok.save_pretrained(d / 'model')
-    calib = torch.randint(3, 259, (8, 64), generator=torch.Generator().manual_seed(0))
-    runs = [dict(tag='w4g32_float64', bits=4, group=32, blocksize=128, damp=0.01, precision='float64')]
-    out = run_peer('llmcompressor', SCRIPT, dict(model_dir=str(d / 'model'), calib=calib.tolist(), runs=runs, out_dir=str(d),
-                                                 out=str(d / 'out.json')), timeout=900)
-    return m, calib, d, out
+    return run_gptq_peer(tmp_path_factory, 'phi3', [dict(tag='w4g32_float64', bits=4, group=32, blocksize=128, damp=0.01, precision='float64')])
 
 
 def test_gptq_equals_llmcompressor_on_phi3(peer_phi3):

@@ -10,20 +10,13 @@ import torch
 from transformers import AutoModelForCausalLM
 import hqq
 from hqq.core.quantize import Quantizer
+from plain_ppl import plain_ppl
 
 spec = json.load(open(sys.argv[1]))
 ids = torch.tensor(spec['eval_ids'])
 
 
-@torch.no_grad()
-def ppl(model, context):
-    total, n = 0.0, 0
-    for b in range(0, len(ids), context):
-        w = ids[b:b + context]
-        if len(w) < 2: continue
-        lp = torch.log_softmax(model(w[None]).logits[0, :-1].double(), -1)
-        total -= lp.gather(1, w[1:, None]).sum().item(); n += len(w) - 1
-    return float(torch.tensor(total / n).exp())
+def ppl(model, context): return plain_ppl(model, ids, context)
 
 
 def linears(model):

@@ -9,6 +9,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM
 from llmcompressor import oneshot
+from plain_ppl import plain_ppl
 import llmc_causal_fix  # noqa: F401  (attention stays causal in the sequential pipeline: see its docstring)
 from llmcompressor.modifiers.quantization import QuantizationModifier
 from llmcompressor.pipelines.cache import IntermediatesCache
@@ -31,15 +32,7 @@ ids = torch.tensor(spec['eval_ids'])
 out = {}
 
 
-@torch.no_grad()
-def ppl(model, context):
-    total, n = 0.0, 0
-    for b in range(0, len(ids), context):
-        w = ids[b:b + context]
-        if len(w) < 2: continue
-        lp = torch.log_softmax(model(w[None]).logits[0, :-1].double(), -1)
-        total -= lp.gather(1, w[1:, None]).sum().item(); n += len(w) - 1
-    return math.exp(total / n)
+def ppl(model, context): return plain_ppl(model, ids, context)
 
 
 def wscheme(bits, group, sym=False):
