@@ -12,7 +12,7 @@ The peer runs in the 'hqq' peer env and is evaluated THERE by a plain loop on th
 perplexity of both loops is printed as a sanity check (they must agree to 1e-3). Times (quantization only) are printed,
 never asserted; the peer runs first, then ours, each with the machine's threads.
 """
-import argparse, copy, json, os, tempfile, time
+import argparse, copy, json, tempfile, time
 from pathlib import Path
 import torch
 from llm_lab.models import fetch_model, load_model
@@ -21,12 +21,7 @@ from llm_lab.evaluate import perplexity
 from llm_lab.peers import run_peer
 from llm_lab.quant import QuantSpec, quantize_rtn, quantize_gptq, quant_bits, dequantized_weights
 from llm_lab.quant.omniquant import quantize_omniquant
-
-
-def clock(fn):
-    t0, c0 = time.perf_counter(), os.times().user
-    r = fn()
-    return r, time.perf_counter() - t0, os.times().user - c0
+from quant_peers2 import clock        # wall and user-CPU seconds of a call, as the other quantization benchmarks time it
 
 
 def parse(cfg: str) -> tuple[int, int]:

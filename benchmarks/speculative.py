@@ -34,7 +34,7 @@ ap.add_argument('--sets', nargs='+', default=['copy', 'open'], choices=['copy', 
 ap.add_argument('--draft', default=None, help='a listed draft model (default: the first of drafts_for(model) with a draft.json)')
 ap.add_argument('--draft-k', default='auto', help="K for the draft row: an int, or 'auto' = K* from the draft's draft.json (else --k)")
 ap.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'],
-                help='target and draft dtype (measured on the lab CPU, 2026-12: a float32 forward of 2 tokens costs ~1.6x one token, a bfloat16 one ~1.15x)')
+                help='target and draft dtype (the printed cost model shows what a verification call costs in each)')
 ap.add_argument('--readme', action='store_true', help='write the table into README.md (the speculative block)')
 a = ap.parse_args()
 lm, tok = load_model(a.model, dtype=getattr(torch, a.dtype))
