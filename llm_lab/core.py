@@ -14,7 +14,8 @@ import torch
 
 # %% auto #0
 __all__ = ['seed_everything', 'get_device', 'get_dtype', 'progress', 'atomic_write_text', 'atomic_write_json', 'file_lock',
-           'hash_texts', 'env_record', 'Recorder', 'Registry', 'cache_dir', 'lab_root']
+           'hash_texts', 'env_record', 'Recorder', 'Registry', 'cache_dir', 'lab_root', 'native_enabled',
+           'cpu_extension']
 
 # %% ../nbs/000_core.ipynb #59a045e1
 def seed_everything(seed: int = 0) -> int:
@@ -239,3 +240,31 @@ def lab_root() -> Path:
         for p in (start, *start.parents):
             if (p / 'settings.ini').exists() and (p / 'papers').is_dir(): return p
     raise FileNotFoundError("cannot find the llm_lab checkout (settings.ini and papers/); set LLM_LAB_ROOT")
+
+# %% ../nbs/000_core.ipynb #7979570b
+_EXTENSIONS: dict[str, Any] = {}
+
+def native_enabled() -> bool:
+    "Whether C++ kernels may be used: unset or anything but `LLM_LAB_NATIVE=0`."
+    return os.environ.get('LLM_LAB_NATIVE', '1') not in ('0', 'false', 'False')
+
+def cpu_extension(name: str, source: str, functions: Sequence[str]):
+    """The module built from C++ `source` exposing `functions` (torch's `load_inline`, built once per source text and torch version, cached
+    under `cache_dir()/'kernels'`), or None, with a warning saying why, when kernels are off (`LLM_LAB_NATIVE=0`) or the
+    build fails: the caller then takes its PyTorch path."""
+    if not native_enabled(): return None
+    key = f"{name}_{hash_texts([source, *functions, torch.__version__])[:12]}"
+    if key in _EXTENSIONS: return _EXTENSIONS[key]
+    import warnings
+    try:
+        from torch.utils.cpp_extension import load_inline
+        d = cache_dir() / 'kernels' / key
+        d.mkdir(parents=True, exist_ok=True)
+        if not any(d.glob('*.so')): print(f"building the C++ kernel {name} (once, under {d})", file=sys.stderr)
+        _EXTENSIONS[key] = load_inline(key, cpp_sources=source, functions=list(functions), build_directory=str(d),
+                                       extra_cflags=['-O3', '-ffp-contract=off'], verbose=False)
+    except Exception as e:                                   # no compiler, no ninja, a build error: the PyTorch path stays
+        warnings.warn(f"C++ kernel {name} unavailable ({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}); "
+                      "using the PyTorch path")
+        _EXTENSIONS[key] = None
+    return _EXTENSIONS[key]

@@ -4,7 +4,8 @@ concatenate. Every layer's keys and values are compared at every decode step, th
 model decoding through a cache whose streams read the reference way."""
 import pytest, torch
 from llm_lab.kv import KVStream, KVLayer, KIVICache, unpack_bits
-from llm_lab.kv.kvquant import KVQuantCache, KVQuantStream, capture_kv, calibrate_kvquant
+from llm_lab.kv.kvquant import KVQuantCache, KVQuantStream, capture_kv, calibrate_kvquant, kvquant_kernel
+from llm_lab.core import native_enabled
 from llm_lab.kv.think import ThinKCache, ThinKStream
 from llm_lab.arch import apply_rope
 from llm_lab.tiny import tiny_model, TINY_ARCHS
@@ -89,6 +90,16 @@ def test_kvquant_read_equals_definition(arch):
         cache = KVQuantCache(cal)
         decode_and_compare(model, cache, ref_kvquant, tol=1e-4)
         if outliers: assert any(l.k.val is not None and l.k.val.numel() for l in cache.layers)   # outliers were written
+        for l in cache.layers:                          # the fused C++ read (when built) and the PyTorch path agree
+            for s in (l.k, l.v):
+                if s.T and kvquant_kernel() is not None:
+                    ref = s.dequantized(native=False)
+                    torch.testing.assert_close(s.dequantized(native=True), ref, atol=1e-6 * ref.abs().max().item(), rtol=0)
+
+
+def test_kvquant_kernel_builds_unless_disabled():
+    "The fused read is what runs on CPU unless C++ kernels are switched off (`LLM_LAB_NATIVE=0`)."
+    assert kvquant_kernel() is not None or not native_enabled()
 
 
 @pytest.mark.parametrize('arch', ['llama', 'qwen2'])

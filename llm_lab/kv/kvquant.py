@@ -10,14 +10,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..core import progress
+from ..core import progress, cpu_extension, native_enabled
 from ..arch import ArchitectureError, RopeTable, apply_rope, apply_rope_, undo_rope, rotary_module, decoder_layers, layer_types, attention_module, attention_parts, arch_name
 from . import KVCache, KVLayer, RecordingCache, pack_bits, unpack_bits
 
 # %% auto #0
-__all__ = ['BITS', 'layer_ropes', 'rope_transpose', 'nearest_level', 'kmeans_1d', 'KVActivations', 'pre_rope_keys', 'capture_kv',
-           'Datatype', 'token_range', 'channel_range', 'fit_datatype', 'KVQuantCalibration', 'calibrate_kvquant',
-           'code_fields', 'field_table', 'KVQuantStream', 'KVQuantLayer', 'KVQuantCache']
+__all__ = ['BITS', 'KVQUANT_CPP', 'layer_ropes', 'rope_transpose', 'nearest_level', 'kmeans_1d', 'KVActivations', 'pre_rope_keys',
+           'capture_kv', 'Datatype', 'token_range', 'channel_range', 'fit_datatype', 'KVQuantCalibration',
+           'calibrate_kvquant', 'code_fields', 'field_table', 'KVQuantStream', 'KVQuantLayer', 'KVQuantCache',
+           'kvquant_kernel']
 
 # %% ../../nbs/202_kvquant.ipynb #948a32ec
 def layer_ropes(model) -> list[RopeTable] | None:
@@ -374,14 +375,17 @@ class KVQuantStream:
         else: x = rows.index_select(0, idx.reshape(-1))                        # rows of 4 floats
         return x.view(T, B, D)
 
-    def dequantized(self, out: torch.Tensor | None = None) -> torch.Tensor | None:
+    def dequantized(self, out: torch.Tensor | None = None, native: bool | None = None) -> torch.Tensor | None:
         """The quantized tokens reconstructed, (batch, heads, T, head_dim) in the model's dtype (rotated back for pre-RoPE
-        keys), written into `out` when given (a slice of the buffer attention reads): `decoded`, the per-token scale and
-        shift in place, the sparse outliers written over their positions, one copy into place, RoPE in place."""
+        keys), written into `out` when given (a slice of the buffer attention reads). `native`: the fused C++ read
+        (`KVQUANT_CPP`) on CPU tensors in float32 or narrower where it is built (None, the default), always (True: an error where it cannot run)
+        or never (False: the PyTorch path, `decoded`, the per-token scale and shift in place, the sparse outliers written
+        over their positions, one copy into place, RoPE in place)."""
         if not self.T: return None
         B, H, hd = self.shape
         D, T = H * hd, self.T
         if out is None: out = torch.empty(B, H, T, hd, dtype=self.dtype, device=self.codes.device)
+        if native is not False and self._native_read(out, required=bool(native)): return out
         x = self.decoded()                                                     # (token, batch, channel)
         if not self.dt.per_channel: x.mul_(self.half.transpose(0, 1).float()).add_(self.mid.transpose(0, 1).float())
         if self.val is not None and self.val.numel():                          # CSR rows are (token, batch): x's order
@@ -390,6 +394,29 @@ class KVQuantStream:
         out.permute(2, 0, 1, 3).copy_(x.view(T, B, H, hd))
         if self.rope is not None: apply_rope_(out, *self.rope(self.n - T, self.n, out))
         return out
+
+    def _native_read(self, out: torch.Tensor, required: bool = False) -> bool:
+        "`dequantized` by the fused kernel into `out`; False (the caller takes the PyTorch path) where it cannot run, unless `required`."
+        if out.dtype == torch.float64 and not required: return False           # the kernel reads in float32: a float64 model keeps its precision
+        kernel = kvquant_kernel() if out.device.type == 'cpu' else None
+        if kernel is None:
+            if required: raise RuntimeError("the fused KVQuant read runs on CPU tensors with C++ kernels built (see llm_lab.core.cpu_extension)")
+            return False
+        B, H, hd = self.shape
+        T, dev, f32, none = self.T, out.device, torch.float32, torch.empty(0)
+        dec = self.dt.decoded.to(dev).float()
+        if self.dt.per_channel:
+            lo, hi = self.dt.lower.to(dev).float(), self.dt.upper.to(dev).float()
+            table, mid, half = field_table(dec, self.bits, 1, ((hi - lo) / 2).clamp_min(1e-4), (hi + lo) / 2).view(H * hd, -1), none, none
+        else: table, mid, half = dec.view(1, -1), self.mid.float().view(B, T), self.half.float().view(B, T)
+        val = none if self.val is None else self.val.float()
+        col = torch.empty(0, dtype=torch.int16) if self.col is None else self.col
+        cos, sin = (none, none) if self.rope is None else (t[0].contiguous() for t in self.rope(self.n - T, self.n, out))
+        direct = out.dtype == f32 and out.stride(-1) == 1
+        dst = out if direct else torch.empty(B, H, T, hd, dtype=f32, device=dev)
+        kernel.kvquant_read(self.codes.contiguous(), self.bits, self.dt.per_channel, table.contiguous(), mid, half, self.ptr, col, val, cos, sin, dst)
+        if not direct: out.copy_(dst)                                           # the model's dtype: rounded once, as the PyTorch path
+        return True
 
     def view(self) -> torch.Tensor:
         "Everything stored, in order, in one buffer: the full-precision first tokens, then the quantized ones in place."
@@ -478,3 +505,89 @@ class KVQuantCache(KVCache):
         return sum(l.k.storage_bits() + l.v.storage_bits() for l in self.layers)
 
     def __repr__(self): return f"KVQuantCache({self.calibration.describe()}, sink={self.sink})"
+
+# %% ../../nbs/202_kvquant.ipynb #7919a702
+KVQUANT_CPP = r'''
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <vector>
+
+// One token row's D codes into x: pack_bits' little-endian bit stream, read a packing unit at a time (a byte of 2- or
+// 4-bit codes, 3 bytes of 8 3-bit codes); each code looked up in the channel's table or in the shared levels times the
+// token's half range plus its mid (two roundings, as the PyTorch path's mul_ then add_).
+template <int BITS, bool PER_CHANNEL>
+static inline void decode_row(const uint8_t* p, int64_t D, const float* tab, float h, float m, float* x) {
+  constexpr int L = 1 << BITS, MASK = L - 1;
+  auto put = [&](int64_t c, uint32_t code) {
+    if (PER_CHANNEL) x[c] = tab[c * L + code];
+    else { float y = tab[code] * h; x[c] = y + m; }
+  };
+  if (BITS == 3) {
+    for (int64_t c = 0, u = 0; c < D; c += 8, u += 3) {
+      uint32_t w = uint32_t(p[u]) | (uint32_t(p[u + 1]) << 8) | (uint32_t(p[u + 2]) << 16);
+      for (int j = 0; j < 8 && c + j < D; ++j) put(c + j, (w >> (3 * j)) & MASK);
+    }
+  } else {
+    constexpr int N = 8 / BITS;
+    for (int64_t c = 0, u = 0; c < D; c += N, ++u)
+      for (int j = 0; j < N && c + j < D; ++j) put(c + j, (uint32_t(p[u]) >> (BITS * j)) & MASK);
+  }
+}
+
+// Rows in (token, batch) order, as the CSR outliers: decode, outliers over it, each head rotated (rotate_half layout,
+// the first r channels; the rest pass) and stored at out[b, head, t, :].
+template <int BITS, bool PER_CHANNEL>
+static void read_rows(const uint8_t* codes, int64_t B, int64_t T, int64_t P, const float* tab, const float* mid,
+                      const float* half, const int32_t* ptr, const int16_t* col, const float* val, const float* cos,
+                      const float* sin, int64_t r, float* out, int64_t H, int64_t hd, int64_t sb, int64_t sh, int64_t st) {
+  const int64_t D = H * hd, r2 = r / 2;
+  at::parallel_for(0, T * B, 32, [&](int64_t begin, int64_t end) {
+    std::vector<float> buf(D);
+    float* x = buf.data();
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t t = row / B, b = row % B, bt = b * T + t;
+      decode_row<BITS, PER_CHANNEL>(codes + bt * P, D, tab, PER_CHANNEL ? 0.f : half[bt], PER_CHANNEL ? 0.f : mid[bt], x);
+      for (int32_t e = ptr[row]; e < ptr[row + 1]; ++e) x[col[e]] = val[e];
+      const float* c = cos + t * r;
+      const float* s = sin + t * r;
+      for (int64_t h = 0; h < H; ++h) {
+        const float* xh = x + h * hd;
+        float* o = out + b * sb + h * sh + t * st;
+        for (int64_t d = 0; d < r2; ++d) { float y = xh[d] * c[d]; float z = xh[d + r2] * s[d]; o[d] = y - z; }
+        for (int64_t d = r2; d < r; ++d) { float y = xh[d] * c[d]; float z = xh[d - r2] * s[d]; o[d] = y + z; }
+        for (int64_t d = r; d < hd; ++d) o[d] = xh[d];
+      }
+    }
+  });
+}
+
+void kvquant_read(torch::Tensor codes, int64_t bits, bool per_channel, torch::Tensor table, torch::Tensor mid,
+                  torch::Tensor half, torch::Tensor ptr, torch::Tensor col, torch::Tensor val, torch::Tensor cos,
+                  torch::Tensor sin, torch::Tensor out) {
+  TORCH_CHECK(codes.dtype() == torch::kUInt8 && codes.dim() == 3 && codes.is_contiguous(), "codes: contiguous uint8 (batch, T, bytes)");
+  TORCH_CHECK(out.dtype() == torch::kFloat32 && out.dim() == 4 && out.stride(3) == 1, "out: float32 (batch, heads, T, head_dim), rows contiguous");
+  const int64_t B = codes.size(0), T = codes.size(1), P = codes.size(2), H = out.size(1), hd = out.size(3), D = H * hd;
+  TORCH_CHECK(out.size(0) == B && out.size(2) == T && P * 8 >= D * bits, "out does not match the codes");
+  TORCH_CHECK(table.dtype() == torch::kFloat32 && table.is_contiguous() && table.size(1) == (1 << bits) && table.size(0) == (per_channel ? D : 1), "table: float32 (D or 1, 2^bits)");
+  TORCH_CHECK(ptr.dtype() == torch::kInt32 && ptr.numel() == T * B + 1 && col.dtype() == torch::kInt16 && val.dtype() == torch::kFloat32 && col.numel() == val.numel(), "outliers: int32 row pointer (T * batch + 1), int16 channels, float32 values");
+  TORCH_CHECK(per_channel || (mid.dtype() == torch::kFloat32 && half.dtype() == torch::kFloat32 && mid.numel() == B * T && half.numel() == B * T && mid.is_contiguous() && half.is_contiguous()), "mid, half: float32 (batch, T)");
+  const int64_t r = cos.numel() ? cos.size(1) : 0;
+  TORCH_CHECK(r == 0 || (cos.dtype() == torch::kFloat32 && sin.dtype() == torch::kFloat32 && cos.is_contiguous() && sin.is_contiguous() && cos.size(0) == T && sin.sizes() == cos.sizes() && r <= hd && r % 2 == 0), "cos, sin: float32 (T, rotary_dim)");
+  const float* m = per_channel ? nullptr : mid.data_ptr<float>();
+  const float* h = per_channel ? nullptr : half.data_ptr<float>();
+  const int16_t* cl = col.numel() ? col.data_ptr<int16_t>() : nullptr;
+  const float* v = val.numel() ? val.data_ptr<float>() : nullptr;
+  const float* cs = r ? cos.data_ptr<float>() : nullptr;
+  const float* sn = r ? sin.data_ptr<float>() : nullptr;
+#define READ(BITS, PC) read_rows<BITS, PC>(codes.data_ptr<uint8_t>(), B, T, P, table.data_ptr<float>(), m, h, ptr.data_ptr<int32_t>(), cl, v, cs, sn, r, out.data_ptr<float>(), H, hd, out.stride(0), out.stride(1), out.stride(2))
+  if (bits == 2) { if (per_channel) READ(2, true); else READ(2, false); }
+  else if (bits == 3) { if (per_channel) READ(3, true); else READ(3, false); }
+  else if (bits == 4) { if (per_channel) READ(4, true); else READ(4, false); }
+  else TORCH_CHECK(false, "kvquant_read: bits must be 2, 3 or 4, got ", bits);
+#undef READ
+}
+'''
+
+def kvquant_kernel():
+    "The fused read (`KVQUANT_CPP`, built on first use), or None where C++ kernels are off or cannot be built."
+    return cpu_extension('kvquant_read', KVQUANT_CPP, ['kvquant_read'])
