@@ -11,9 +11,11 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from ..core import cpu_extension
+
 # %% auto #0
-__all__ = ['METHODS', 'pack_bits', 'unpack_bits', 'unpack_float', 'QTensor', 'quantize', 'dequantize', 'KVStream', 'KVLayer',
-           'KVCache', 'RecordingCache']
+__all__ = ['QTENSOR_CPP', 'METHODS', 'pack_bits', 'unpack_bits', 'unpack_float', 'qtensor_kernel', 'QTensor', 'quantize',
+           'dequantize', 'KVStream', 'KVLayer', 'KVCache', 'RecordingCache']
 
 # %% ../../nbs/200_kv.ipynb #f17ea7b0
 def _codes_per_unit(bits: int) -> tuple[int, int]:
@@ -60,6 +62,136 @@ def unpack_float(packed: torch.Tensor, bits: int, length: int, out: torch.Tensor
     else: out.copy_(unpack_bits(packed, bits, length))
     return out
 
+# %% ../../nbs/200_kv.ipynb #a3768e8a
+QTENSOR_CPP = r'''
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+// A row's L codes as ACC: widths dividing 8 a byte at a time from a 256-entry table of the byte's codes, other widths
+// code by code from pack_bits' little-endian bit stream (a code spans at most two bytes).
+template <int BITS, typename ACC>
+static inline void decode_codes(const uint8_t* p, int64_t L, int64_t P, ACC* x) {
+  constexpr uint32_t MASK = (1u << BITS) - 1;
+  if constexpr (8 % BITS == 0) {
+    constexpr int N = 8 / BITS;
+    static const std::vector<ACC> lut = [] {
+      std::vector<ACC> t(256 * N);
+      for (int b = 0; b < 256; ++b) for (int j = 0; j < N; ++j) t[b * N + j] = ACC((b >> (BITS * j)) & MASK);
+      return t;
+    }();
+    const int64_t whole = L / N;
+    for (int64_t u = 0; u < whole; ++u) std::memcpy(x + u * N, lut.data() + p[u] * N, N * sizeof(ACC));
+    for (int64_t c = whole * N; c < L; ++c) x[c] = ACC((p[c / N] >> (BITS * (c % N))) & MASK);
+  } else {
+    for (int64_t c = 0; c < L; ++c) {
+      const int64_t bit = c * BITS, byte = bit >> 3;
+      uint32_t w = p[byte];
+      if (byte + 1 < P) w |= uint32_t(p[byte + 1]) << 8;
+      x[c] = ACC((w >> (bit & 7)) & MASK);
+    }
+  }
+}
+
+// x * s + z element-wise (two roundings: no contraction), and x * s + z with one scale and zero: the loops the compiler
+// vectorises, built for AVX2 and plain x86-64 and picked at load time (target_clones).
+#define LLM_LAB_CLONES __attribute__((target_clones("avx2", "default")))
+LLM_LAB_CLONES static void affine(const float* x, const float* s, const float* z, float* o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) { float v = x[i] * s[i]; o[i] = v + z[i]; }
+}
+LLM_LAB_CLONES static void affine(const double* x, const double* s, const double* z, double* o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) { double v = x[i] * s[i]; o[i] = v + z[i]; }
+}
+LLM_LAB_CLONES static void affine1(const float* x, float s, float z, float* o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) { float v = x[i] * s; o[i] = v + z; }
+}
+LLM_LAB_CLONES static void affine1(const double* x, double s, double z, double* o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) { double v = x[i] * s; o[i] = v + z; }
+}
+
+// Every (batch, head, token) row: code * scale + zero (two roundings in ACC, as the PyTorch path's mul_ then add_), rounded
+// once to OUT, stored at out[b, h, t, c], or at out[b, h, t, channels[b, h, c]] with the row's other channels zero.
+template <int BITS, typename OUT, typename ACC>
+static void read_rows(const uint8_t* packed, int64_t H, int64_t T, int64_t P, int64_t L, const ACC* scale, const ACC* zero,
+                      int64_t G, bool token_groups, const int64_t* channels, int64_t W, OUT* out, int64_t rows,
+                      int64_t s0, int64_t s1, int64_t s2) {
+  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+    std::vector<ACC> buf(2 * L);
+    ACC *x = buf.data(), *y = buf.data() + L;
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t bh = row / T, t = row % T;
+      OUT* o = out + (bh / H) * s0 + (bh % H) * s1 + t * s2;
+      const int64_t* ch = channels ? channels + bh * L : nullptr;
+      constexpr bool same = std::is_same<OUT, ACC>::value;
+      ACC* dst = (same && !ch) ? reinterpret_cast<ACC*>(o) : y;
+      decode_codes<BITS, ACC>(packed + row * P, L, P, x);
+      if (token_groups) {                        // one scale per channel and G tokens: the row's (L,) slice of its group
+        const int64_t off = (bh * (T / G) + t / G) * L;
+        affine(x, scale + off, zero + off, dst, L);
+      } else {                                   // one scale per token and G channels
+        for (int64_t g = 0; g < L / G; ++g) affine1(x + g * G, scale[row * (L / G) + g], zero[row * (L / G) + g], dst + g * G, G);
+      }
+      if (ch) { for (int64_t w = 0; w < W; ++w) o[w] = OUT(0); for (int64_t c = 0; c < L; ++c) o[ch[c]] = OUT(y[c]); }
+      else if (!same) for (int64_t c = 0; c < L; ++c) o[c] = OUT(y[c]);
+    }
+  });
+}
+
+template <typename OUT, typename ACC>
+static void dispatch_bits(int64_t bits, torch::Tensor packed, int64_t L, torch::Tensor scale, torch::Tensor zero, int64_t G,
+                          bool token_groups, const int64_t* ch, torch::Tensor out) {
+  const int64_t B = packed.size(0), H = packed.size(1), T = packed.size(2), P = packed.size(3);
+  auto args = std::make_tuple(packed.data_ptr<uint8_t>(), H, T, P, L, scale.data_ptr<ACC>(), zero.data_ptr<ACC>(), G,
+                              token_groups, ch, out.size(3), out.data_ptr<OUT>(), B * H * T, out.stride(0), out.stride(1), out.stride(2));
+  switch (bits) {
+    case 1: std::apply(read_rows<1, OUT, ACC>, args); break;
+    case 2: std::apply(read_rows<2, OUT, ACC>, args); break;
+    case 3: std::apply(read_rows<3, OUT, ACC>, args); break;
+    case 4: std::apply(read_rows<4, OUT, ACC>, args); break;
+    case 5: std::apply(read_rows<5, OUT, ACC>, args); break;
+    case 6: std::apply(read_rows<6, OUT, ACC>, args); break;
+    case 7: std::apply(read_rows<7, OUT, ACC>, args); break;
+    case 8: std::apply(read_rows<8, OUT, ACC>, args); break;
+    default: TORCH_CHECK(false, "qtensor_read: bits must be in 1..8, got ", bits);
+  }
+}
+
+void qtensor_read(torch::Tensor packed, int64_t bits, int64_t length, torch::Tensor scale, torch::Tensor zero, int64_t group,
+                  bool token_groups, torch::Tensor channels, torch::Tensor out) {
+  TORCH_CHECK(packed.dtype() == torch::kUInt8 && packed.dim() == 4 && packed.is_contiguous(), "packed: contiguous uint8 (batch, heads, T, bytes)");
+  TORCH_CHECK(out.dim() == 4 && out.stride(3) == 1, "out: (batch, heads, T, width), rows contiguous");
+  const int64_t B = packed.size(0), H = packed.size(1), T = packed.size(2), L = length, G = group;
+  TORCH_CHECK(bits >= 1 && bits <= 8 && packed.size(3) * 8 >= L * bits, "packed holds fewer than length codes per row");
+  TORCH_CHECK(out.size(0) == B && out.size(1) == H && out.size(2) == T, "out does not match the codes");
+  TORCH_CHECK(G >= 1 && (token_groups ? T % G == 0 : L % G == 0), "the group size does not divide the grouped axis");
+  const std::vector<int64_t> sshape = token_groups ? std::vector<int64_t>{B, H, T / G, L} : std::vector<int64_t>{B, H, T, L / G};
+  TORCH_CHECK(scale.is_contiguous() && zero.is_contiguous() && scale.sizes() == sshape && zero.sizes() == sshape
+              && scale.dtype() == zero.dtype(), "scale, zero: contiguous, one per group");
+  const bool thin = channels.numel() > 0;
+  TORCH_CHECK(!thin || (channels.dtype() == torch::kInt64 && channels.is_contiguous() && channels.numel() == B * H * L), "channels: contiguous int64 (batch, heads, length)");
+  TORCH_CHECK(thin || out.size(3) == L, "out's last axis: length codes");
+  const int64_t* ch = thin ? channels.data_ptr<int64_t>() : nullptr;
+  for (int64_t i = 0; thin && i < B * H * L; ++i)
+    TORCH_CHECK(ch[i] >= 0 && ch[i] < out.size(3), "channel index ", ch[i], " outside out's last axis (", out.size(3), ")");
+  if (out.dtype() == torch::kFloat64) {
+    TORCH_CHECK(scale.dtype() == torch::kFloat64, "a float64 out reads float64 scales");
+    dispatch_bits<double, double>(bits, packed, L, scale, zero, G, token_groups, ch, out);
+    return;
+  }
+  TORCH_CHECK(scale.dtype() == torch::kFloat32, "float32 scales for a float32, bfloat16 or float16 out");
+  if (out.dtype() == torch::kFloat32) dispatch_bits<float, float>(bits, packed, L, scale, zero, G, token_groups, ch, out);
+  else if (out.dtype() == torch::kBFloat16) dispatch_bits<at::BFloat16, float>(bits, packed, L, scale, zero, G, token_groups, ch, out);
+  else if (out.dtype() == torch::kFloat16) dispatch_bits<at::Half, float>(bits, packed, L, scale, zero, G, token_groups, ch, out);
+  else TORCH_CHECK(false, "out: float32, float64, bfloat16 or float16");
+}
+'''
+
+def qtensor_kernel():
+    "The fused read (`QTENSOR_CPP`, built on first use), or None where C++ kernels are off or cannot be built."
+    return cpu_extension('qtensor_read', QTENSOR_CPP, ['qtensor_read'])
+
 # %% ../../nbs/200_kv.ipynb #ab7450ae
 @dataclass
 class QTensor:
@@ -99,13 +231,25 @@ def quantize(x: torch.Tensor, bits: int, group: int, dim: int = -1, scale_dtype:
     codes = torch.nn.functional.pad(codes, (0, pad)) if pad else codes
     return QTensor(pack_bits(codes.to(torch.uint8), bits), scale, zero, bits, group, dim, x.shape[-1])
 
-def dequantize(q: QTensor, dtype: torch.dtype = torch.float32, out: torch.Tensor | None = None) -> torch.Tensor:
+def dequantize(q: QTensor, dtype: torch.dtype = torch.float32, out: torch.Tensor | None = None,
+               channels: torch.Tensor | None = None, native: bool | None = None) -> torch.Tensor:
     """Reconstruct the tensor from a `QTensor`, in `dtype`, or into `out` (any view of the right shape whose rows are
-    contiguous, such as a slice of the buffer attention will read): codes unpacked into place, then scaled and shifted
-    in place, in float32 at least (a bf16 or fp16 `out` gets the float32 result rounded once)."""
+    contiguous, such as a slice of the buffer attention will read), in float32 at least (a bf16 or fp16 `out` gets the
+    float32 result rounded once). `channels` (the leading axes but the last two, then `length` indices; `out` required):
+    `out`'s last axis is wider and the codes fill those positions, the others zero (ThinK's pruned keys, widened).
+    `native`: the fused C++ read (`QTENSOR_CPP`) on CPU where it is built (None, the default), always (True: an error
+    where it cannot run) or never (False: the PyTorch path: codes unpacked into place, scaled and shifted in place)."""
     shape = (*q.packed.shape[:-1], q.length)
-    if out is None: out = torch.empty(shape, dtype=dtype, device=q.packed.device)
+    if channels is not None:
+        if out is None: raise ValueError("dequantize with `channels` writes into `out`: pass the full-width buffer")
+        if channels.shape != (*shape[:-2], q.length): raise ValueError(f"channels has shape {tuple(channels.shape)}, expected {(*shape[:-2], q.length)}")
+        if out.shape[:-1] != shape[:-1]: raise ValueError(f"out has shape {tuple(out.shape)}, the tensor {shape} widened on the last axis")
+    elif out is None: out = torch.empty(shape, dtype=dtype, device=q.packed.device)
     elif out.shape != shape: raise ValueError(f"out has shape {tuple(out.shape)}, the tensor {shape}")
+    if native is not False and _native_dequantize(q, out, channels, required=bool(native)): return out
+    if channels is not None:
+        thin = dequantize(q, out=torch.empty(shape, dtype=out.dtype, device=out.device), native=False)
+        return out.zero_().scatter_(-1, channels.long().unsqueeze(-2).expand(thin.shape), thin)
     wide = out.dtype in (torch.float32, torch.float64)
     x = out if wide else torch.empty(shape, dtype=torch.float32, device=out.device)
     unpack_float(q.packed, q.bits, q.length, out=x)
@@ -113,6 +257,21 @@ def dequantize(q: QTensor, dtype: torch.dtype = torch.float32, out: torch.Tensor
     xg.mul_(q.scale.to(x.dtype).unsqueeze(q.dim)).add_(q.zero.to(x.dtype).unsqueeze(q.dim))   # two plain broadcasts beat one addcmul
     if not wide: out.copy_(x)
     return out
+
+def _native_dequantize(q: QTensor, out: torch.Tensor, channels: torch.Tensor | None, required: bool = False) -> bool:
+    "`dequantize` by the fused kernel; False (the caller takes the PyTorch path) where it cannot run, unless `required`."
+    fits = (out.device.type == 'cpu' and q.packed.dim() == 4 and q.dim in (-1, -2) and out.stride(-1) == 1
+            and out.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16))
+    kernel = qtensor_kernel() if fits else None
+    if kernel is None:
+        if required: raise RuntimeError("the fused read runs on CPU, 4-d codes grouped along one of the last two axes, a float "
+                                        "`out` with contiguous rows, and C++ kernels built (see llm_lab.core.cpu_extension)")
+        return False
+    acc = torch.float64 if out.dtype == torch.float64 else torch.float32
+    idx = torch.empty(0, dtype=torch.int64) if channels is None else channels.to(torch.int64).contiguous()
+    kernel.qtensor_read(q.packed.contiguous(), q.bits, q.length, q.scale.to(acc).contiguous(), q.zero.to(acc).contiguous(),
+                        q.group, q.dim == -2, idx, out)
+    return True
 
 def _grouped(t: torch.Tensor, dim: int, group: int) -> torch.Tensor:
     "A view of `t` with axis `dim` split into (groups, group); `view` raises rather than silently copy where strides forbid it."
@@ -151,16 +310,21 @@ class KVStream:
         "The quantized past, dequantized to `dtype` (None when empty)."
         return None if self.q is None else dequantize(self.q, dtype)
 
-    def read(self, out: torch.Tensor | None = None) -> torch.Tensor:
+    def read(self, out: torch.Tensor | None = None, channels: torch.Tensor | None = None) -> torch.Tensor:
         """Everything stored, in order, as attention reads it, written into `out` (a `(batch, heads, len(self), head_dim)`
-        view, of any dtype) or a new tensor in the window's dtype: the past is dequantized straight into place, no concatenation."""
+        view, of any dtype) or a new tensor in the window's dtype: the past is dequantized straight into place, no concatenation.
+        `channels` (batch, heads, head_dim): `out` is wider, the stream's channels go to these positions, the rest are zero."""
         w = self.window
-        if self.q is None and out is None: return w
+        if self.q is None and out is None and channels is None: return w
         tq = 0 if self.q is None else self._q_tokens()
-        if out is None: out = w.new_empty(*w.shape[:-2], len(self), w.shape[-1])
+        if out is None:
+            if channels is not None: raise ValueError("read with `channels` writes into `out`: pass the full-width buffer")
+            out = w.new_empty(*w.shape[:-2], len(self), w.shape[-1])
         elif out.shape[-2] != len(self): raise ValueError(f"out holds {out.shape[-2]} tokens, the stream {len(self)}")
-        if tq: dequantize(self.q, out=out[..., :tq, :])
-        if w is not None and w.shape[-2]: out[..., tq:, :] = w
+        if tq: dequantize(self.q, out=out[..., :tq, :], channels=channels)
+        if w is not None and w.shape[-2]:
+            if channels is None: out[..., tq:, :] = w
+            else: out[..., tq:, :].zero_().scatter_(-1, channels.long().unsqueeze(-2).expand(w.shape), w.to(out.dtype))
         return out
 
     def view(self) -> torch.Tensor:

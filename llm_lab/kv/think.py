@@ -120,8 +120,7 @@ class ThinKStream:
         out = torch.empty(self.batch, self.heads, len(self), self.dim, dtype=self.out_dtype, device=like.device)
         self.full.read(out[:, :, n_thin:])
         if n_thin:
-            t = self.thin.read(torch.empty(self.batch, self.heads, n_thin, self.idx.shape[-1], dtype=self.out_dtype, device=out.device))
-            out[:, :, :n_thin].zero_().scatter_(-1, self.idx.long()[:, :, None].expand(-1, -1, n_thin, -1), t)
+            self.thin.read(out[:, :, :n_thin], channels=self.idx)            # kept channels in place, the others zero
         return out
 
     def flush(self):
