@@ -127,6 +127,9 @@ def test_think_inputs(tiny):
         with pytest.raises(ValueError, match=r'\[0, 1\)'): ThinKCache(model, value_ratio=r)
     with pytest.raises(ValueError, match='score'): ThinKCache(model, score='l1')
     with pytest.raises(ValueError, match='not values'): ThinKCache(model, value_ratio=0.4, quant=KIVICache(2))  # 10 of 16 channels: no whole 2-bit packing
+    from llm_lab.kv.kvquant import KVQuantCache, capture_kv, calibrate_kvquant   # a cache whose streams are not KVStreams
+    cal = calibrate_kvquant(capture_kv(model, torch.randint(3, 250, (1, 32))), 2, fisher=False)
+    with pytest.raises(TypeError, match='KIVICache.*got KVQuantCache'): ThinKCache(model, quant=KVQuantCache(cal))
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=32, n_layer=2, n_head=2, n_positions=64)).eval()
     with pytest.raises(ArchitectureError, match='GPT2LMHeadModel.*unknown attention layout'): ThinKCache(gpt2)
 

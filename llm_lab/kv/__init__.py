@@ -331,12 +331,16 @@ class KVStream:
         "Everything stored, in order, as attention reads it."
         return self.read()
 
-    def append(self, x: torch.Tensor) -> torch.Tensor:
-        "Flush what the last append left over, add new tokens `(batch, heads, t, head_dim)`, return the view attention reads."
+    def add(self, x: torch.Tensor):
+        "Flush what the last append left over, then add new tokens `(batch, heads, t, head_dim)` to the window (no read)."
         self.flush()
         if self.bits is not None: self._group_for(x)             # a bad group size fails now, not when the window first flushes
         self.window = x if self.window is None else torch.cat([self.window, x], dim=-2)
         self.per_token = x.shape[0] * x.shape[1] * x.shape[-1]
+
+    def append(self, x: torch.Tensor) -> torch.Tensor:
+        "`add`, then return the view attention reads."
+        self.add(x)
         return self.view()
 
     def flush(self):

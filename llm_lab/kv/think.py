@@ -100,16 +100,16 @@ class ThinKStream:
         self.batch, self.heads, _, self.dim = x.shape
         self.out_dtype = x.dtype
         old = max(0, x.shape[2] - recent)
-        if keep is None or old == 0: self.full.append(self._store(x)); return
+        if keep is None or old == 0: self.full.add(self._store(x)); return
         self.idx = keep.to(torch.uint8) if self.dim <= 256 else keep.to(torch.int16)
         self.thin = self.make()
-        self.thin.append(self._store(x[:, :, :old].gather(-1, keep[:, :, None].expand(-1, -1, old, -1))))
+        self.thin.add(self._store(x[:, :, :old].gather(-1, keep[:, :, None].expand(-1, -1, old, -1))))
         self.thin.flush()
-        self.full.append(self._store(x[:, :, old:].clone()))  # clone: a slice would keep the whole prompt alive
+        self.full.add(self._store(x[:, :, old:].clone()))  # clone: a slice would keep the whole prompt alive
 
     def append(self, x: torch.Tensor) -> torch.Tensor:
         if self.out_dtype is None: self.batch, self.heads, _, self.dim = x.shape; self.out_dtype = x.dtype
-        self.full.append(self._store(x))
+        self.full.add(self._store(x))                       # one read of everything, below: `add` reads nothing
         return self.view()
 
     def view(self) -> torch.Tensor:
@@ -189,7 +189,8 @@ class ThinKCache(KVCache):
         _check_ratio('ratio', ratio); _check_ratio('value_ratio', value_ratio)
         if score not in SCORES: raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         if window < 1 or recent < 0: raise ValueError(f"need window >= 1 and recent >= 0, got window={window}, recent={recent}")
-        if quant is not None and not hasattr(quant, 'make_layer'): raise TypeError("quant must be a KIVICache (a KVCache with make_layer)")
+        if quant is not None and not (hasattr(quant, 'make_layer') and isinstance(quant.make_layer().k, KVStream)):
+            raise TypeError(f"quant must be a KIVICache (a KVCache whose layers hold KVStreams), got {type(quant).__name__}")
         self.ratio, self.window, self.recent, self.score = ratio, window, recent, score
         self.value_ratio, self.quant, self.dtype = value_ratio, quant, dtype
         if quant is not None: self._check_quant(quant, head_dim(model))
