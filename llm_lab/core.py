@@ -242,7 +242,7 @@ def lab_root() -> Path:
     raise FileNotFoundError("cannot find the llm_lab checkout (settings.ini and papers/); set LLM_LAB_ROOT")
 
 # %% ../nbs/000_core.ipynb #7979570b
-_EXTENSIONS: dict[str, Any] = {}
+_EXTENSIONS: dict[tuple, Any] = {}     # by (name, source, functions): a call after the first is one dict lookup, no hashing of the source
 
 def native_enabled() -> bool:
     "Whether C++ kernels may be used: unset or anything but `LLM_LAB_NATIVE=0`."
@@ -253,18 +253,19 @@ def cpu_extension(name: str, source: str, functions: Sequence[str]):
     under `cache_dir()/'kernels'`), or None, with a warning saying why, when kernels are off (`LLM_LAB_NATIVE=0`) or the
     build fails: the caller then takes its PyTorch path."""
     if not native_enabled(): return None
+    memo = (name, source, tuple(functions))
+    if memo in _EXTENSIONS: return _EXTENSIONS[memo]
     key = f"{name}_{hash_texts([source, *functions, torch.__version__])[:12]}"
-    if key in _EXTENSIONS: return _EXTENSIONS[key]
     import warnings
     try:
         from torch.utils.cpp_extension import load_inline
         d = cache_dir() / 'kernels' / key
         d.mkdir(parents=True, exist_ok=True)
         if not any(d.glob('*.so')): print(f"building the C++ kernel {name} (once, under {d})", file=sys.stderr)
-        _EXTENSIONS[key] = load_inline(key, cpp_sources=source, functions=list(functions), build_directory=str(d),
+        _EXTENSIONS[memo] = load_inline(key, cpp_sources=source, functions=list(functions), build_directory=str(d),
                                        extra_cflags=['-O3', '-ffp-contract=off'], verbose=False)
     except Exception as e:                                   # no compiler, no ninja, a build error: the PyTorch path stays
         warnings.warn(f"C++ kernel {name} unavailable ({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}); "
                       "using the PyTorch path")
-        _EXTENSIONS[key] = None
-    return _EXTENSIONS[key]
+        _EXTENSIONS[memo] = None
+    return _EXTENSIONS[memo]

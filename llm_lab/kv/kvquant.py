@@ -295,6 +295,7 @@ class KVQuantStream:
         self.val = self.col = None                 # outliers: (nnz,) fp16 values, int16 channels
         self.ptr = torch.zeros(1, dtype=torch.int32)  # CSR row pointer, rows in (token, batch) order
         self.n, self.shape = 0, None               # tokens held; (batch, heads, head_dim)
+        self._table = None                         # the fused read's level table, made on first read
 
     def fresh(self) -> 'KVQuantStream': return KVQuantStream(self.dt, self.bits, self.outliers, self.sink, self.rope)
     def __len__(self) -> int: return self.n
@@ -404,19 +405,26 @@ class KVQuantStream:
             return False
         B, H, hd = self.shape
         T, dev, f32, none = self.T, out.device, torch.float32, torch.empty(0)
-        dec = self.dt.decoded.to(dev).float()
-        if self.dt.per_channel:
-            lo, hi = self.dt.lower.to(dev).float(), self.dt.upper.to(dev).float()
-            table, mid, half = field_table(dec, self.bits, 1, ((hi - lo) / 2).clamp_min(1e-4), (hi + lo) / 2).view(H * hd, -1), none, none
-        else: table, mid, half = dec.view(1, -1), self.mid.float().view(B, T), self.half.float().view(B, T)
+        table = self._read_table(dev)
+        mid, half = (none, none) if self.dt.per_channel else (self.mid.float().view(B, T), self.half.float().view(B, T))
         val = none if self.val is None else self.val.float()
         col = torch.empty(0, dtype=torch.int16) if self.col is None else self.col
         cos, sin = (none, none) if self.rope is None else (t[0].contiguous() for t in self.rope(self.n - T, self.n, out))
         direct = out.dtype == f32 and out.stride(-1) == 1
         dst = out if direct else torch.empty(B, H, T, hd, dtype=f32, device=dev)
-        kernel.kvquant_read(self.codes.contiguous(), self.bits, self.dt.per_channel, table.contiguous(), mid, half, self.ptr, col, val, cos, sin, dst)
+        kernel.kvquant_read(self.codes.contiguous(), self.bits, self.dt.per_channel, table, mid, half, self.ptr, col, val, cos, sin, dst)
         if not direct: out.copy_(dst)                                           # the model's dtype: rounded once, as the PyTorch path
         return True
+
+    def _read_table(self, dev) -> torch.Tensor:
+        "The kernel's level table, made once per stream and device (the datatype does not change): (channels, 2^bits) per channel, else (1, 2^bits)."
+        if self._table is None or self._table.device != dev:
+            dec = self.dt.decoded.to(dev).float()
+            if self.dt.per_channel:
+                lo, hi = self.dt.lower.to(dev).float(), self.dt.upper.to(dev).float()
+                self._table = field_table(dec, self.bits, 1, ((hi - lo) / 2).clamp_min(1e-4), (hi + lo) / 2).view(lo.numel(), -1).contiguous()
+            else: self._table = dec.view(1, -1).contiguous()
+        return self._table
 
     def view(self) -> torch.Tensor:
         "Everything stored, in order, in one buffer: the full-precision first tokens, then the quantized ones in place."
