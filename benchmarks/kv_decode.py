@@ -8,7 +8,8 @@ One prompt from the test split, greedy decoding of `--new` tokens through a fres
 SnapKVPress 0.4, in kvpress's own env, transformers 5.2, same model directory and prompt). Prints tokens/s, ratios of
 ours to each peer, bits per represented element (everything stored; fp16 = 16), the MiB those bits count, the bytes
 really held (every tensor reachable from the cache object, in all and per token: for KVQuant this includes the
-calibration's per-layer datatypes and the shared RoPE cos/sin table of the positions seen), and how many
+calibration's per-layer datatypes, each stream's level table for the fused read, and the shared RoPE cos/sin table
+of the positions seen), and how many
 greedy tokens equal the full cache's. `--readme` writes the table into README.md (the `kv_decode` block).
 """
 import argparse, statistics, sys, tempfile, warnings
