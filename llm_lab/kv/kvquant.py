@@ -145,6 +145,7 @@ class Datatype:
     upper: torch.Tensor | None = None
     norm_scale: float = 1.0               # Q-Norm: a code decodes to levels * norm_scale + norm_offset
     norm_offset: float = 0.0
+    tables: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # the fused read's level tables, by device: held once, with the calibration
 
     @property
     def per_channel(self) -> bool: return self.lower is not None
@@ -295,7 +296,6 @@ class KVQuantStream:
         self.val = self.col = None                 # outliers: (nnz,) fp16 values, int16 channels
         self.ptr = torch.zeros(1, dtype=torch.int32)  # CSR row pointer, rows in (token, batch) order
         self.n, self.shape = 0, None               # tokens held; (batch, heads, head_dim)
-        self._table = None                         # the fused read's level table, made on first read
 
     def fresh(self) -> 'KVQuantStream': return KVQuantStream(self.dt, self.bits, self.outliers, self.sink, self.rope)
     def __len__(self) -> int: return self.n
@@ -417,14 +417,17 @@ class KVQuantStream:
         return True
 
     def _read_table(self, dev) -> torch.Tensor:
-        "The kernel's level table, made once per stream and device (the datatype does not change): (channels, 2^bits) per channel, else (1, 2^bits)."
-        if self._table is None or self._table.device != dev:
-            dec = self.dt.decoded.to(dev).float()
-            if self.dt.per_channel:
-                lo, hi = self.dt.lower.to(dev).float(), self.dt.upper.to(dev).float()
-                self._table = field_table(dec, self.bits, 1, ((hi - lo) / 2).clamp_min(1e-4), (hi + lo) / 2).view(lo.numel(), -1).contiguous()
-            else: self._table = dec.view(1, -1).contiguous()
-        return self._table
+        """The kernel's level table, (channels, 2^bits) per channel, else (1, 2^bits): made once per datatype and device and
+        kept in the datatype (`Datatype.tables`), so every cache built from one calibration shares it, as it shares the levels."""
+        dt = self.dt
+        key = (str(dev), dt.norm_scale, dt.norm_offset)                  # Q-Norm's correction is set after the levels are fitted
+        if key not in dt.tables:
+            dec = dt.decoded.to(dev).float()
+            if dt.per_channel:
+                lo, hi = dt.lower.to(dev).float(), dt.upper.to(dev).float()
+                dt.tables[key] = field_table(dec, self.bits, 1, ((hi - lo) / 2).clamp_min(1e-4), (hi + lo) / 2).view(lo.numel(), -1).contiguous()
+            else: dt.tables[key] = dec.view(1, -1).contiguous()
+        return dt.tables[key]
 
     def view(self) -> torch.Tensor:
         "Everything stored, in order, in one buffer: the full-precision first tokens, then the quantized ones in place."
