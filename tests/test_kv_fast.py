@@ -3,7 +3,7 @@ RoPE in place) against the reference path written from the definitions: dequanti
 concatenate. Every layer's keys and values are compared at every decode step, then the logits and greedy tokens of a
 model decoding through a cache whose streams read the reference way."""
 import pytest, torch
-from llm_lab.kv import KVStream, KVLayer, KIVICache, unpack_bits
+from llm_lab.kv import KVStream, KVLayer, KIVICache, RecordingCache, unpack_bits
 from llm_lab.kv.kvquant import KVQuantCache, KVQuantStream, capture_kv, calibrate_kvquant, kvquant_kernel
 from llm_lab.core import native_enabled
 from llm_lab.kv.think import ThinKCache, ThinKStream
@@ -95,6 +95,33 @@ def test_kvquant_read_equals_definition(arch):
                 if s.T and kvquant_kernel() is not None:
                     ref = s.dequantized(native=False)
                     torch.testing.assert_close(s.dequantized(native=True), ref, atol=1e-6 * ref.abs().max().item(), rtol=0)
+
+
+STORED = ('codes', 'mid', 'half', 'ptr', 'col', 'val', 'first')
+
+
+@pytest.mark.parametrize('arch', ['llama', 'gpt_neox', 'gemma3'])
+def test_kvquant_write_equals_pytorch_path(arch):
+    "The fused C++ write stores exactly what the PyTorch write stores, on the keys and values each architecture hands the cache."
+    if kvquant_kernel() is None: pytest.skip("C++ kernels are off or could not be built: the PyTorch write is the only one")
+    model, _ = tiny_model(arch)
+    ids = torch.randint(3, 259, (2, 64), generator=torch.Generator().manual_seed(1))
+    acts = capture_kv(model, ids)
+    seen = RecordingCache()
+    with torch.no_grad(): model(ids, past_key_values=seen, use_cache=True)
+    for bits, outliers, per_channel in ((3, 0.01, True), (2, 0.05, False), (4, 0.0, True)):
+        cal = calibrate_kvquant(acts, bits, per_channel_keys=per_channel, outliers=outliers, max_points=4096)
+        for i in sorted(seen.seen):
+            k, v = seen.recorded(i)
+            for x, dt, rope in ((k, cal.keys[i], cal.ropes[i] if cal.pre_rope else None), (v, cal.values[i], None)):
+                ours, ref = (KVQuantStream(dt, bits, outliers, 1, rope) for _ in range(2))
+                for lo, hi in ((0, 40), (40, 41), (41, 42), (42, 64)):       # a prompt, then single tokens
+                    ours.append(x[:, :, lo:hi], native=True); ref.append(x[:, :, lo:hi], native=False)
+                for name in STORED:
+                    a, b = getattr(ours, name), getattr(ref, name)
+                    assert (a is None) == (b is None), name
+                    if a is not None: assert a.dtype == b.dtype and torch.equal(a, b), (arch, bits, name)
+                if outliers: assert ref.val.numel()                              # outliers were written
 
 
 def test_kvquant_kernel_builds_unless_disabled():

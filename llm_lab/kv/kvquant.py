@@ -16,9 +16,9 @@ from . import KVCache, KVLayer, RecordingCache, pack_bits, unpack_bits
 
 # %% auto #0
 __all__ = ['BITS', 'KVQUANT_CPP', 'layer_ropes', 'rope_transpose', 'nearest_level', 'kmeans_1d', 'KVActivations', 'pre_rope_keys',
-           'capture_kv', 'Datatype', 'token_range', 'channel_range', 'fit_datatype', 'KVQuantCalibration',
-           'calibrate_kvquant', 'code_fields', 'field_table', 'KVQuantStream', 'KVQuantLayer', 'KVQuantCache',
-           'kvquant_kernel']
+           'capture_kv', 'Datatype', 'outliers_per_side', 'token_range', 'channel_range', 'fit_datatype',
+           'KVQuantCalibration', 'calibrate_kvquant', 'code_fields', 'field_table', 'KVQuantStream', 'KVQuantLayer',
+           'KVQuantCache', 'kvquant_kernel']
 
 # %% ../../nbs/202_kvquant.ipynb #948a32ec
 def layer_ropes(model) -> list[RopeTable] | None:
@@ -152,10 +152,13 @@ class Datatype:
     @property
     def decoded(self) -> torch.Tensor: return self.levels * self.norm_scale + self.norm_offset
 
+def outliers_per_side(D: int, frac: float) -> int:
+    "How many of a token's D entries per-token scaling keeps sparse at each end: round(frac/2 * D), at least one when frac > 0."
+    return max(1, round(frac / 2 * D)) if frac > 0 else 0
+
 def _token_outliers(x: torch.Tensor, frac: float) -> torch.Tensor:
     "Per-token outlier mask: the round(frac/2 * D) largest and smallest entries of each row (at least one each side when frac > 0)."
-    D = x.shape[-1]
-    k = max(1, round(frac / 2 * D)) if frac > 0 else 0
+    k = outliers_per_side(x.shape[-1], frac)
     mask = torch.zeros_like(x, dtype=torch.bool)
     if k:
         mask.scatter_(-1, x.topk(k, dim=-1).indices, True)
@@ -302,12 +305,15 @@ class KVQuantStream:
     @property
     def T(self) -> int: return 0 if self.codes is None else self.codes.shape[1]
 
+    def _check_channels(self, D: int):
+        if self.dt.per_channel and self.dt.lower.numel() != D:
+            raise ValueError(f"the calibration has {self.dt.lower.numel()} key channels per token, the model {D}: calibrated for another model?")
+
     def _quantize(self, x: torch.Tensor):
         "x (batch, t, D) float -> codes (batch, t, D), mid/half or None, outlier mask."
         dt = self.dt
+        self._check_channels(x.shape[-1])
         if dt.per_channel:
-            if dt.lower.numel() != x.shape[-1]:
-                raise ValueError(f"the calibration has {dt.lower.numel()} key channels per token, the model {x.shape[-1]}: calibrated for another model?")
             lo, hi = dt.lower.to(x.device), dt.upper.to(x.device)
             mid, half = (hi + lo) / 2, ((hi - lo) / 2).clamp_min(1e-4)
             xn = (x - mid) / half
@@ -319,15 +325,17 @@ class KVQuantStream:
         codes = nearest_level(xn.clamp(-1, 1), dt.levels.to(x.device))
         return codes, m, h, mask
 
-    def append(self, x: torch.Tensor) -> torch.Tensor:
-        "Add tokens `(batch, heads, t, head_dim)` (keys as the model rotated them), return everything stored as attention reads it."
+    def append(self, x: torch.Tensor, native: bool | None = None) -> torch.Tensor:
+        """Add tokens `(batch, heads, t, head_dim)` (keys as the model rotated them), return everything stored as attention
+        reads it. `native`: the fused C++ write (`KVQUANT_CPP`'s `kvquant_append`) where it is built (None), always (True)
+        or never (False: the PyTorch path below, the reference)."""
         B, H, t, hd = x.shape
         if self.shape is not None and self.shape != (B, H, hd): raise ValueError(f"stream holds {self.shape} (batch, heads, head_dim), got {(B, H, hd)}")
         self.shape, self.dtype = (B, H, hd), x.dtype
         s = max(0, min(t, self.sink - self.n))
         if s: self.first = x[:, :, :s].clone() if self.first is None else torch.cat([self.first, x[:, :, :s]], dim=2)  # clone: a slice would keep the whole prompt alive
         rest = x[:, :, s:]
-        if rest.shape[2]:
+        if rest.shape[2] and (native is False or not self._native_append(rest, s, t, required=bool(native))):
             if self.rope is not None:
                 cos, sin = self.rope(self.n + s, self.n + t, rest)
                 rest = undo_rope(rest.float(), cos, sin)
@@ -347,6 +355,29 @@ class KVQuantStream:
             self.col = col if self.col is None else torch.cat([self.col, col])
         self.n += t
         return self.view()
+
+    def _native_append(self, rest: torch.Tensor, s: int, t: int, required: bool = False) -> bool:
+        """`append`'s quantization of `rest` (the tokens past the sink) by the fused kernel: undo RoPE, range, outliers,
+        codes, packing and the concatenations in one call; False (the caller takes the PyTorch path) where it cannot run."""
+        kernel = kvquant_kernel() if rest.device.type == 'cpu' else None
+        if kernel is None:
+            if required: raise RuntimeError("the fused KVQuant write runs on CPU tensors with C++ kernels built (see llm_lab.core.cpu_extension)")
+            return False
+        B, H, _, hd = rest.shape
+        self._check_channels(H * hd)
+        dt, none, dev = self.dt, torch.empty(0), rest.device
+        cos, sin = (none, none) if self.rope is None else (c[0].contiguous() for c in self.rope(self.n + s, self.n + t, rest))
+        lo, hi = (dt.lower.float().contiguous(), dt.upper.float().contiguous()) if dt.per_channel else (none, none)
+        key = ('bounds', str(dev))                                         # the levels' midpoints: nearest_level's buckets
+        if key not in dt.tables: dt.tables[key] = ((dt.levels[1:] + dt.levels[:-1]) / 2).float().contiguous()
+        e = lambda v, dtype: torch.empty(0, dtype=dtype) if v is None else v.contiguous()
+        out = kernel.kvquant_append(rest.detach().float(), cos, sin, self.bits, lo, hi, self.outliers > 0,
+                                    0 if dt.per_channel else outliers_per_side(H * hd, self.outliers), dt.tables[key],
+                                    e(self.codes, torch.uint8), e(self.mid, torch.float16), e(self.half, torch.float16),
+                                    self.ptr.contiguous(), e(self.col, torch.int16), e(self.val, torch.float16))
+        self.codes, mid, half, self.ptr, self.col, self.val = out
+        if not dt.per_channel: self.mid, self.half = mid, half
+        return True
 
     def _dense_outliers(self):
         "Outlier values and mask as dense (batch, T, D) tensors."
@@ -521,6 +552,11 @@ class KVQuantCache(KVCache):
 KVQUANT_CPP = r'''
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
 #include <vector>
 
 // One token row's D codes into x: pack_bits' little-endian bit stream, read a packing unit at a time (a byte of 2- or
@@ -597,8 +633,155 @@ void kvquant_read(torch::Tensor codes, int64_t bits, bool per_channel, torch::Te
   else TORCH_CHECK(false, "kvquant_read: bits must be 2, 3 or 4, got ", bits);
 #undef READ
 }
+
+// ---- the fused write: new token rows quantized and appended in one call ----
+static inline float fp16(float v) { return static_cast<float>(c10::Half(v)); }
+
+// One token row x (D floats, keys already rotated back): its codes q (the normalised value clamped to [-1, 1], bucketed
+// among the levels' midpoints as torch.bucketize does) and outlier mask o. Per channel (cmid != nullptr): the calibrated
+// mid and half range, outliers where |normalised| > 1. Per token: token_range's k largest and k smallest entries are
+// outliers, replaced by the row's (lower) median for the range, whose mid and half are rounded to fp16 (*m, *h).
+static void quantize_row(const float* x, int64_t D, const float* cmid, const float* chalf, bool channel_outliers,
+                         int64_t k, const float* bounds, int64_t nb, uint8_t* q, uint8_t* o, float* m_out, float* h_out,
+                         std::vector<int64_t>& idx, std::vector<float>& tmp) {
+  std::fill(o, o + D, uint8_t(0));
+  float m = 0.f, h = 1.f;
+  if (cmid == nullptr) {
+    if (k > 0) {
+      idx.resize(D);
+      std::iota(idx.begin(), idx.end(), int64_t(0));
+      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int64_t a, int64_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); });
+      for (int64_t i = 0; i < k; ++i) o[idx[i]] = 1;
+      std::iota(idx.begin(), idx.end(), int64_t(0));
+      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int64_t a, int64_t b) { return x[a] < x[b] || (x[a] == x[b] && a < b); });
+      for (int64_t i = 0; i < k; ++i) o[idx[i]] = 1;
+    }
+    tmp.assign(x, x + D);
+    std::nth_element(tmp.begin(), tmp.begin() + (D - 1) / 2, tmp.end());
+    const float med = tmp[(D - 1) / 2];
+    float mx = -std::numeric_limits<float>::infinity(), mn = std::numeric_limits<float>::infinity();
+    for (int64_t c = 0; c < D; ++c) { const float v = o[c] ? med : x[c]; mx = std::max(mx, v); mn = std::min(mn, v); }
+    m = fp16((mx + mn) / 2.f);
+    h = std::max(fp16((mx - mn) / 2.f), 1e-4f);
+    *m_out = m; *h_out = h;
+  }
+  for (int64_t c = 0; c < D; ++c) {
+    float xn;
+    if (cmid != nullptr) { xn = (x[c] - cmid[c]) / chalf[c]; if (channel_outliers && std::fabs(xn) > 1.f) o[c] = 1; }
+    else xn = (x[c] - m) / h;
+    xn = std::min(std::max(xn, -1.f), 1.f);
+    q[c] = uint8_t(std::lower_bound(bounds, bounds + nb, xn) - bounds);
+  }
+}
+
+// pack_bits' layout for any width: code i at bits [i * bits, (i + 1) * bits) of the row's little-endian bit stream.
+static inline void pack_row(const uint8_t* q, int64_t D, int64_t bits, uint8_t* p) {
+  std::fill(p, p + D * bits / 8, uint8_t(0));
+  for (int64_t i = 0; i < D; ++i) {
+    const int64_t off = i * bits, byte = off >> 3, sh = off & 7;
+    p[byte] |= uint8_t(q[i] << sh);
+    if (sh + bits > 8) p[byte + 1] |= uint8_t(q[i] >> (8 - sh));
+  }
+}
+
+// x (batch, heads, t, head_dim) float32, any strides: the new tokens. cos/sin (t, r) undo RoPE first (empty: none).
+// lower/upper (D) per-channel ranges (empty: per-token scaling, k outliers each side). The stream's tensors so far
+// (codes (batch, T, P) uint8, mid/half (batch, T, 1) fp16, CSR ptr/col/val; empty when T = 0) come back with the new
+// rows appended, each a new tensor of exactly its size: [codes, mid, half, ptr, col, val].
+std::vector<torch::Tensor> kvquant_append(torch::Tensor x, torch::Tensor cos, torch::Tensor sin, int64_t bits,
+                                          torch::Tensor lower, torch::Tensor upper, bool channel_outliers, int64_t k,
+                                          torch::Tensor bounds, torch::Tensor codes, torch::Tensor mid, torch::Tensor half,
+                                          torch::Tensor ptr, torch::Tensor col, torch::Tensor val) {
+  TORCH_CHECK(x.dtype() == torch::kFloat32 && x.dim() == 4 && x.device().is_cpu(), "x: float32 (batch, heads, t, head_dim) on the CPU");
+  const int64_t B = x.size(0), H = x.size(1), t = x.size(2), hd = x.size(3), D = H * hd, P = D * bits / 8;
+  TORCH_CHECK(bits >= 1 && bits <= 8 && (D * bits) % 8 == 0, "kvquant_append: ", D, " channels do not pack into whole bytes at ", bits, " bits");
+  const bool per_channel = lower.numel() > 0;
+  TORCH_CHECK(!per_channel || (lower.dtype() == torch::kFloat32 && upper.dtype() == torch::kFloat32 && lower.numel() == D && upper.numel() == D && lower.is_contiguous() && upper.is_contiguous()), "lower, upper: float32 (D)");
+  TORCH_CHECK(per_channel || (k >= 0 && 2 * k <= D), "k: outliers per side, 0 <= 2k <= D");
+  TORCH_CHECK(bounds.dtype() == torch::kFloat32 && bounds.is_contiguous() && bounds.numel() == (1 << bits) - 1, "bounds: float32 (2^bits - 1) midpoints of the levels");
+  const int64_t r = cos.numel() ? cos.size(1) : 0;
+  TORCH_CHECK(r == 0 || (cos.dtype() == torch::kFloat32 && sin.dtype() == torch::kFloat32 && cos.is_contiguous() && sin.is_contiguous() && cos.size(0) == t && sin.sizes() == cos.sizes() && r <= hd && r % 2 == 0), "cos, sin: float32 (t, rotary_dim)");
+  const int64_t T0 = codes.numel() ? codes.size(1) : 0, T = T0 + t, r2 = r / 2;
+  TORCH_CHECK(T0 == 0 || (codes.dtype() == torch::kUInt8 && codes.is_contiguous() && codes.size(0) == B && codes.size(2) == P), "codes: contiguous uint8 (batch, T, ", P, ")");
+  TORCH_CHECK(per_channel || T0 == 0 || (mid.dtype() == torch::kHalf && half.dtype() == torch::kHalf && mid.is_contiguous() && half.is_contiguous() && mid.numel() == B * T0 && half.numel() == B * T0), "mid, half: contiguous fp16 (batch, T, 1)");
+  TORCH_CHECK(ptr.dtype() == torch::kInt32 && ptr.is_contiguous() && ptr.numel() == T0 * B + 1, "ptr: int32 (T * batch + 1)");
+  TORCH_CHECK(col.numel() == val.numel() && (col.numel() == 0 || (col.dtype() == torch::kInt16 && val.dtype() == torch::kHalf && col.is_contiguous() && val.is_contiguous())), "col, val: int16 and fp16 outliers");
+
+  auto new_codes = torch::empty({B, T, P}, torch::kUInt8);
+  auto new_mid = per_channel ? torch::empty({0}, torch::kHalf) : torch::empty({B, T, 1}, torch::kHalf);
+  auto new_half = per_channel ? torch::empty({0}, torch::kHalf) : torch::empty({B, T, 1}, torch::kHalf);
+  uint8_t* nc = new_codes.data_ptr<uint8_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    if (T0) std::memcpy(nc + b * T * P, codes.data_ptr<uint8_t>() + b * T0 * P, T0 * P);
+    if (!per_channel && T0) {
+      std::memcpy(new_mid.data_ptr<at::Half>() + b * T, mid.data_ptr<at::Half>() + b * T0, T0 * sizeof(at::Half));
+      std::memcpy(new_half.data_ptr<at::Half>() + b * T, half.data_ptr<at::Half>() + b * T0, T0 * sizeof(at::Half));
+    }
+  }
+  std::vector<float> cm, ch;
+  if (per_channel) {
+    const float *lo = lower.data_ptr<float>(), *hi = upper.data_ptr<float>();
+    cm.resize(D); ch.resize(D);
+    for (int64_t c = 0; c < D; ++c) { cm[c] = (hi[c] + lo[c]) / 2.f; ch[c] = std::max((hi[c] - lo[c]) / 2.f, 1e-4f); }
+  }
+  const float* xp = x.data_ptr<float>();
+  const int64_t s0 = x.stride(0), s1 = x.stride(1), s2 = x.stride(2), s3 = x.stride(3);
+  const float *cs = r ? cos.data_ptr<float>() : nullptr, *sn = r ? sin.data_ptr<float>() : nullptr, *bd = bounds.data_ptr<float>();
+  std::vector<float> rows(t * B * D);          // the new rows as stored, in (token, batch) order: the outliers' values
+  std::vector<uint8_t> masks(t * B * D);
+  at::parallel_for(0, t * B, 16, [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> idx; std::vector<float> tmp, rot(r); std::vector<uint8_t> q(D);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t j = row / B, b = row % B;
+      float* xr = rows.data() + row * D;
+      for (int64_t hh = 0; hh < H; ++hh) {
+        const float* src = xp + b * s0 + hh * s1 + j * s2;
+        float* dst = xr + hh * hd;
+        for (int64_t d = 0; d < hd; ++d) dst[d] = src[d * s3];
+        if (r) {                                // undo_rope: (x cos - rotate_half(x) sin) / (cos^2 + sin^2)
+          const float *c = cs + j * r, *s = sn + j * r;
+          for (int64_t d = 0; d < r; ++d) {
+            const float y = dst[d] * c[d];
+            const float z = (d < r2 ? dst[d + r2] : dst[d - r2]) * s[d];
+            const float den = c[d] * c[d] + s[d] * s[d];
+            rot[d] = (d < r2 ? y + z : y - z) / den;
+          }
+          std::copy(rot.begin(), rot.end(), dst);
+        }
+      }
+      float m = 0.f, h = 0.f;
+      quantize_row(xr, D, per_channel ? cm.data() : nullptr, per_channel ? ch.data() : nullptr, channel_outliers, k, bd,
+                   (1 << bits) - 1, q.data(), masks.data() + row * D, &m, &h, idx, tmp);
+      pack_row(q.data(), D, bits, nc + (b * T + T0 + j) * P);
+      if (!per_channel) {
+        new_mid.data_ptr<at::Half>()[b * T + T0 + j] = at::Half(m);
+        new_half.data_ptr<at::Half>()[b * T + T0 + j] = at::Half(h);
+      }
+    }
+  });
+  int64_t nnz = 0;
+  for (uint8_t v : masks) nnz += v;
+  const int64_t n0 = val.numel();
+  auto new_ptr = torch::empty({(T0 + t) * B + 1}, torch::kInt32);
+  auto new_col = torch::empty({n0 + nnz}, torch::kInt16);
+  auto new_val = torch::empty({n0 + nnz}, torch::kHalf);
+  int32_t* np = new_ptr.data_ptr<int32_t>();
+  std::memcpy(np, ptr.data_ptr<int32_t>(), (T0 * B + 1) * sizeof(int32_t));
+  int16_t* ncol = new_col.data_ptr<int16_t>();
+  at::Half* nval = new_val.data_ptr<at::Half>();
+  if (n0) { std::memcpy(ncol, col.data_ptr<int16_t>(), n0 * sizeof(int16_t)); std::memcpy(nval, val.data_ptr<at::Half>(), n0 * sizeof(at::Half)); }
+  int64_t e = n0;
+  int32_t last = np[T0 * B];
+  for (int64_t row = 0; row < t * B; ++row) {
+    const uint8_t* o = masks.data() + row * D;
+    const float* xr = rows.data() + row * D;
+    for (int64_t c = 0; c < D; ++c) if (o[c]) { ncol[e] = int16_t(c); nval[e] = at::Half(xr[c]); ++e; ++last; }
+    np[T0 * B + row + 1] = last;
+  }
+  return {new_codes, new_mid, new_half, new_ptr, new_col, new_val};
+}
 '''
 
 def kvquant_kernel():
-    "The fused read (`KVQUANT_CPP`, built on first use), or None where C++ kernels are off or cannot be built."
-    return cpu_extension('kvquant_read', KVQUANT_CPP, ['kvquant_read'])
+    "The fused read and write (`KVQUANT_CPP`, built on first use), or None where C++ kernels are off or cannot be built."
+    return cpu_extension('kvquant', KVQUANT_CPP, ['kvquant_read', 'kvquant_append'])
