@@ -1,14 +1,15 @@
 """Benchmark: decode speed and memory of the lab's KV caches against the peers, measured in the same run.
 
-    .venv/bin/python benchmarks/kv_decode.py [--model smollm2-135m-instruct] [--prompt 2048] [--new 64] [--repeats 3] [--no-kvpress] [--readme]
+    .venv/bin/python benchmarks/kv_decode.py [--model smollm2-135m-instruct] [--prompt 2048] [--new 64] [--repeats 5] [--no-kvpress] [--readme]
 
-One prompt from the test split, greedy decoding of `--new` tokens through a fresh cache each time (median tokens/s over
-`--repeats`). Ours: KIVI-2 and -4, KVQuant-2/3/4 (calibrated on 4 x 512 tokens), ThinK 0.4, ThinK 0.4 + KIVI-2. Peers: the full
+One prompt from the test split, greedy decoding of `--new` tokens through a fresh cache each time, in `--repeats` rounds
+that time every cache once, the order rotated (median tokens/s over the rounds; kvpress runs its rounds in its own env
+first). Ours: KIVI-2 and -4, KVQuant-2/3/4 (calibrated on 4 x 512 tokens), ThinK 0.4, ThinK 0.4 + KIVI-2. Peers: the full
 `DynamicCache`, transformers' quantized cache (quanto, 2 bits, KIVI's group and residual), and kvpress (ThinKPress 0.4 and
 SnapKVPress 0.4, in kvpress's own env, transformers 5.2, same model directory and prompt). Prints tokens/s, ratios of
-ours to each peer, bits per represented element (everything stored; fp16 = 16), the MiB those bits count, the bytes
+ours to each peer, the per-round ratio to quanto-2 (lowest and highest over the rounds: the noise of this run), bits per represented element (everything stored; fp16 = 16), the MiB those bits count, the bytes
 really held (every tensor reachable from the cache object, in all and per token: for KVQuant this includes the
-calibration's per-layer datatypes, each stream's level table for the fused read, and the shared RoPE cos/sin table
+calibration's per-layer datatypes with their level tables for the fused read, and the shared RoPE cos/sin table
 of the positions seen), and how many
 greedy tokens equal the full cache's. `--readme` writes the table into README.md (the `kv_decode` block).
 """
@@ -19,7 +20,7 @@ from transformers import DynamicCache
 from llm_lab.core import lab_root
 from llm_lab.models import load_model, fetch_model, model_info
 from llm_lab.data import load_corpus, token_stream, token_blocks
-from llm_lab.evaluate import decode_speed, greedy_tokens, tensor_bytes
+from llm_lab.evaluate import decode_speed, greedy_tokens, tensor_bytes, interleaved_decode_speed, round_ratios
 from llm_lab.kv import KVCache
 from llm_lab.kv.kivi import KIVICache, quanto_cache, quanto_refusal
 from llm_lab.kv.kvquant import capture_kv, calibrate_kvquant, KVQuantCache
@@ -28,7 +29,7 @@ from llm_lab.kv.think import ThinKCache
 warnings.filterwarnings('ignore')
 ap = argparse.ArgumentParser()
 ap.add_argument('--model', default='smollm2-135m-instruct'); ap.add_argument('--prompt', type=int, default=2048)
-ap.add_argument('--new', type=int, default=64); ap.add_argument('--repeats', type=int, default=3)
+ap.add_argument('--new', type=int, default=64); ap.add_argument('--repeats', type=int, default=5)
 ap.add_argument('--no-kvpress', action='store_true'); ap.add_argument('--readme', action='store_true')
 a = ap.parse_args()
 lm, tok = load_model(a.model)
@@ -57,24 +58,33 @@ if not a.no_kvpress:       # first: the peer env fails fast if it cannot run
     for name, r in kp.items():
         rows[name] = dict(tok_s=r['tokens_per_s'], bits=16 * r['stored'] / r['represented'], mib=float('nan'),
                           same=sum(x == y for x, y in zip(r['tokens'], ref.tolist())))
-for name, make in {**peers, **ours}.items():
-    runs, made = [], []
-    for _ in range(a.repeats): runs.append(decode_speed(lm, ids, a.new, cache_factory=lambda: made.append(make()) or made[-1]))
-    c = made[-1]
+factories, last = {**peers, **ours}, {}
+def timed(name, prompt, new):
+    "One decode through a fresh cache of `name`'s; the last cache made is kept for the memory columns."
+    def make(): last[name] = factories[name](); return last[name]
+    return decode_speed(lm, prompt, new, cache_factory=make)
+# rounds: every cache once per round, the order rotated, so a slow spell of the machine lands on all of them alike
+speeds = interleaved_decode_speed({n: n for n in factories}, ids, a.new, a.repeats, measure=timed)
+for name, make in factories.items():
+    c = last[name]
     held = tensor_bytes(c)
     bits = c.bits_per_element() if isinstance(c, KVCache) else (16.0 if name == 'fp' else 8 * held / elements)
     same = (greedy_tokens(lm, ids, a.new, cache=make()).flatten()[-a.new:] == ref).sum().item()
-    rows[name] = dict(tok_s=statistics.median(r['tokens_per_s'] for r in runs), bits=bits, mib=held / 2 ** 20, same=same)
+    rows[name] = dict(tok_s=statistics.median(speeds[name]), bits=bits, mib=held / 2 ** 20, same=same)
 print(f"{a.model}, {a.prompt}-token prompt, {a.new} new tokens, greedy, median of {a.repeats}, {torch.get_num_threads()} threads, "
       f"device {lm.device}; the full cache holds the model's {next(lm.parameters()).dtype}, bits/elt count it as fp16 = 16")
 peer_names = [n for n in ('fp', 'quanto2', 'kvpress_none', 'kvpress_think40') if n in rows]
-lines = [f"| cache | tok/s | " + ' | '.join(f'x {p}' for p in peer_names) + " | bits/elt | MiB counted | MiB held | KiB/token held | same tokens |",
-         '|' + '---|' * (7 + len(peer_names))]
+by_round = 'quanto2' in speeds
+lines = [f"| cache | tok/s | " + ' | '.join(f'x {p}' for p in peer_names) + (" | x quanto2 by round" if by_round else '')
+         + " | bits/elt | MiB counted | MiB held | KiB/token held | same tokens |", '|' + '---|' * (7 + len(peer_names) + by_round)]
 for name, r in rows.items():
     ratios = ' | '.join(f"{r['tok_s'] / rows[p]['tok_s']:.2f}" for p in peer_names)
+    if by_round:
+        rr = round_ratios(speeds, name, 'quanto2') if name in speeds else None
+        ratios += ' | ' + (f"{min(rr):.2f}-{max(rr):.2f}" if rr else '-')
     lines.append(f"| {name} | {r['tok_s']:.2f} | {ratios} | {r['bits']:.2f} | {r['bits'] * elements / 8 / 2 ** 20:.2f} | {r['mib']:.2f} | {1024 * r['mib'] / (a.prompt + a.new):.2f} | {r['same']}/{a.new} |")
 print('\n'.join(lines))
 if a.readme:
     from readme import update_readme
-    update_readme('kv_decode', f"{a.model}, {a.prompt}-token prompt, {a.new} new tokens, greedy, median of {a.repeats}; "
-                  "x peer = our tokens/s over the peer's, same run\n\n" + '\n'.join(lines), 'python ' + ' '.join(['benchmarks/kv_decode.py', *sys.argv[1:]]))
+    update_readme('kv_decode', f"{a.model}, {a.prompt}-token prompt, {a.new} new tokens, greedy, median of {a.repeats} rounds; "
+                  "x peer = our tokens/s over the peer's, same run; by round: lowest-highest of the per-round ratio\n\n" + '\n'.join(lines), 'python ' + ' '.join(['benchmarks/kv_decode.py', *sys.argv[1:]]))

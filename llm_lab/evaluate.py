@@ -187,8 +187,9 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
 # %% ../nbs/005_evaluate.ipynb #bec099d2
 def interleaved_decode_speed(models: dict[str, torch.nn.Module], prompt: torch.Tensor, max_new_tokens: int = 64, rounds: int = 3,
                              measure: Callable | None = None) -> dict[str, list[float]]:
-    """Greedy decode tokens/s of each of `models` (name -> model) on `prompt`, in `rounds` rounds that rotate the order
-    (round r starts with model r mod n); per model, the list of its rounds' tokens/s in round order."""
+    """Greedy decode tokens/s of each of `models` (name -> model, or name -> whatever `measure(item, prompt,
+    max_new_tokens)` times, such as a cache factory) on `prompt`, in `rounds` rounds that rotate the order (round r
+    starts with model r mod n); per model, the list of its rounds' tokens/s in round order."""
     if not isinstance(rounds, int) or rounds < 1: raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
     if not models: raise ValueError("no models to time")
     measure = measure or decode_speed
