@@ -1,6 +1,6 @@
 """Benchmark: decode speed and memory of the lab's KV caches against the peers, measured in the same run.
 
-    .venv/bin/python benchmarks/kv_decode.py [--model smollm2-135m-instruct] [--prompt 2048] [--new 64] [--repeats 5] [--no-kvpress] [--readme]
+    .venv/bin/python benchmarks/kv_decode.py [--model smollm2-135m-instruct] [--prompt 2048] [--new 64] [--repeats 5] [--cost-rounds 9] [--no-kvpress] [--readme]
 
 One prompt from the test split, greedy decoding of `--new` tokens through a fresh cache each time, in `--repeats` rounds
 that time every cache once, the order rotated (median tokens/s over the rounds; kvpress runs its rounds in its own env
@@ -11,9 +11,12 @@ ours to each peer, the per-round ratio to quanto-2 (lowest and highest over the 
 really held (every tensor reachable from the cache object, in all and per token: for KVQuant this includes the
 calibration's per-layer datatypes with their level tables for the fused read, and the shared RoPE cos/sin table
 of the positions seen), and how many
-greedy tokens equal the full cache's. `--readme` writes the table into README.md (the `kv_decode` block).
+greedy tokens equal the full cache's. A second table times the cache alone: after the prompt, every layer's `update`
+of a decode step (store one token, read everything back) without the model, in `--cost-rounds` rotated rounds, so the
+linears (the same for every cache, and most of a step) and their noise do not blur the difference between caches.
+`--readme` writes both tables into README.md (the `kv_decode` block).
 """
-import argparse, statistics, sys, tempfile, warnings
+import argparse, statistics, sys, tempfile, time, warnings
 from pathlib import Path
 import torch
 from transformers import DynamicCache
@@ -21,7 +24,7 @@ from llm_lab.core import lab_root
 from llm_lab.models import load_model, fetch_model, model_info
 from llm_lab.data import load_corpus, token_stream, token_blocks
 from llm_lab.evaluate import decode_speed, greedy_tokens, tensor_bytes, interleaved_decode_speed, round_ratios
-from llm_lab.kv import KVCache
+from llm_lab.kv import KVCache, RecordingCache
 from llm_lab.kv.kivi import KIVICache, quanto_cache, quanto_refusal
 from llm_lab.kv.kvquant import capture_kv, calibrate_kvquant, KVQuantCache
 from llm_lab.kv.think import ThinKCache
@@ -30,7 +33,7 @@ warnings.filterwarnings('ignore')
 ap = argparse.ArgumentParser()
 ap.add_argument('--model', default='smollm2-135m-instruct'); ap.add_argument('--prompt', type=int, default=2048)
 ap.add_argument('--new', type=int, default=64); ap.add_argument('--repeats', type=int, default=5)
-ap.add_argument('--no-kvpress', action='store_true'); ap.add_argument('--readme', action='store_true')
+ap.add_argument('--no-kvpress', action='store_true'); ap.add_argument('--cost-rounds', type=int, default=9); ap.add_argument('--readme', action='store_true')
 a = ap.parse_args()
 lm, tok = load_model(a.model)
 info = model_info(lm)
@@ -84,7 +87,39 @@ for name, r in rows.items():
         ratios += ' | ' + (f"{min(rr):.2f}-{max(rr):.2f}" if rr else '-')
     lines.append(f"| {name} | {r['tok_s']:.2f} | {ratios} | {r['bits']:.2f} | {r['bits'] * elements / 8 / 2 ** 20:.2f} | {r['mib']:.2f} | {1024 * r['mib'] / (a.prompt + a.new):.2f} | {r['same']}/{a.new} |")
 print('\n'.join(lines))
+
+# The cache alone: the decode step's update (store the new token, read everything back) through every layer, timed
+# without the model, so the linears' share of the step (the same for every cache) and its noise drop out.
+rec = RecordingCache()
+with torch.no_grad(): lm(ids[None], past_key_values=rec, use_cache=True)
+new_kv = [tuple(t[:, :, -1:].clone() for t in rec.recorded(i)) for i in range(info['layers'])]   # the last token's, as a next one
+del rec
+filled = {}
+for name, make in factories.items():
+    filled[name] = make()
+    with torch.no_grad(): lm(ids[None], past_key_values=filled[name], use_cache=True)
+def update_ms(name, steps=8):
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for _ in range(steps):
+            for i, (k, v) in enumerate(new_kv): filled[name].update(k, v, i)
+    return 1e3 * (time.perf_counter() - t0) / steps
+cost = {n: [] for n in filled}
+for r in range(a.cost_rounds):                                     # rounds, the order rotated, as above
+    names = list(filled)
+    for n in names[r % len(names):] + names[:r % len(names)]: cost[n].append(update_ms(n))
+cost_lines = ["| cache | ms/step in the cache | x quanto2 | x quanto2 by round |", '|---|---|---|---|']
+for n, ms in cost.items():
+    q = cost.get('quanto2')
+    rr = [x / y for x, y in zip(ms, q)] if q else None
+    cost_lines.append(f"| {n} | {statistics.median(ms):.1f} | {statistics.median(ms) / statistics.median(q):.2f} | {min(rr):.2f}-{max(rr):.2f} |" if q
+                      else f"| {n} | {statistics.median(ms):.1f} | - | - |")
+print(f"\nThe cache alone, after the {a.prompt}-token prompt: every layer's update (write the new token, read all back), "
+      f"median of {a.cost_rounds} rounds of 8 steps (x quanto2: time over quanto-2's, lower is faster)")
+print('\n'.join(cost_lines))
 if a.readme:
     from readme import update_readme
     update_readme('kv_decode', f"{a.model}, {a.prompt}-token prompt, {a.new} new tokens, greedy, median of {a.repeats} rounds; "
-                  "x peer = our tokens/s over the peer's, same run; by round: lowest-highest of the per-round ratio\n\n" + '\n'.join(lines), 'python ' + ' '.join(['benchmarks/kv_decode.py', *sys.argv[1:]]))
+                  "x peer = our tokens/s over the peer's, same run; by round: lowest-highest of the per-round ratio\n\n" + '\n'.join(lines)
+                  + f"\n\nThe cache alone (every layer's update of a decode step, without the model), median of {a.cost_rounds} rounds; "
+                  "x quanto2 = our time over quanto-2's (lower is faster)\n\n" + '\n'.join(cost_lines), 'python ' + ' '.join(['benchmarks/kv_decode.py', *sys.argv[1:]]))
