@@ -243,19 +243,20 @@ def lab_root() -> Path:
 
 # %% ../nbs/000_core.ipynb #7979570b
 _EXTENSIONS: dict[tuple, Any] = {}     # by (name, source, functions): a call after the first is one dict lookup, no hashing of the source
+_CFLAGS, _LDFLAGS = ['-O3', '-ffp-contract=off', '-fopenmp'], ['-fopenmp']   # torch's own libgomp serves the parallel loops
 
 def native_enabled() -> bool:
     "Whether C++ kernels may be used: unset or anything but `LLM_LAB_NATIVE=0`."
     return os.environ.get('LLM_LAB_NATIVE', '1') not in ('0', 'false', 'False')
 
 def cpu_extension(name: str, source: str, functions: Sequence[str]):
-    """The module built from C++ `source` exposing `functions` (torch's `load_inline`, built once per source text and torch version, cached
+    """The module built from C++ `source` exposing `functions` (torch's `load_inline`, built once per source text, flags and torch version, cached
     under `cache_dir()/'kernels'`), or None, with a warning saying why, when kernels are off (`LLM_LAB_NATIVE=0`) or the
     build fails: the caller then takes its PyTorch path."""
     if not native_enabled(): return None
     memo = (name, source, tuple(functions))
     if memo in _EXTENSIONS: return _EXTENSIONS[memo]
-    key = f"{name}_{hash_texts([source, *functions, torch.__version__])[:12]}"
+    key = f"{name}_{hash_texts([source, *functions, torch.__version__, *_CFLAGS, *_LDFLAGS])[:12]}"
     import warnings
     try:
         from torch.utils.cpp_extension import load_inline
@@ -263,7 +264,7 @@ def cpu_extension(name: str, source: str, functions: Sequence[str]):
         d.mkdir(parents=True, exist_ok=True)
         if not any(d.glob('*.so')): print(f"building the C++ kernel {name} (once, under {d})", file=sys.stderr)
         _EXTENSIONS[memo] = load_inline(key, cpp_sources=source, functions=list(functions), build_directory=str(d),
-                                       extra_cflags=['-O3', '-ffp-contract=off'], verbose=False)
+                                       extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS, verbose=False)
     except Exception as e:                                   # no compiler, no ninja, a build error: the PyTorch path stays
         warnings.warn(f"C++ kernel {name} unavailable ({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}); "
                       "using the PyTorch path")
