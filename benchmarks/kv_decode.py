@@ -98,16 +98,15 @@ filled = {}
 for name, make in factories.items():
     filled[name] = make()
     with torch.no_grad(): lm(ids[None], past_key_values=filled[name], use_cache=True)
-def update_ms(name, steps=8):
+def cache_steps(name, _prompt, steps):
+    "`steps` decode-step updates of `name`'s filled cache: steps per second, as `decode_speed` reports tokens/s."
     t0 = time.perf_counter()
     with torch.no_grad():
         for _ in range(steps):
             for i, (k, v) in enumerate(new_kv): filled[name].update(k, v, i)
-    return 1e3 * (time.perf_counter() - t0) / steps
-cost = {n: [] for n in filled}
-for r in range(a.cost_rounds):                                     # rounds, the order rotated, as above
-    names = list(filled)
-    for n in names[r % len(names):] + names[:r % len(names)]: cost[n].append(update_ms(n))
+    return dict(tokens_per_s=steps / (time.perf_counter() - t0))
+rates = interleaved_decode_speed({n: n for n in filled}, None, 8, a.cost_rounds, measure=cache_steps)   # rounds, order rotated, as above
+cost = {n: [1e3 / x for x in xs] for n, xs in rates.items()}       # ms per step
 cost_lines = ["| cache | ms/step in the cache | x quanto2 | x quanto2 by round |", '|---|---|---|---|']
 for n, ms in cost.items():
     q = cost.get('quanto2')
