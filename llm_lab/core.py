@@ -243,7 +243,7 @@ def lab_root() -> Path:
 
 # %% ../nbs/000_core.ipynb #7979570b
 _EXTENSIONS: dict[tuple, Any] = {}     # by (name, source, functions): a call after the first is one dict lookup, no hashing of the source
-_CFLAGS, _LDFLAGS = ['-O3', '-ffp-contract=off', '-fopenmp'], ['-fopenmp']   # torch's own libgomp serves the parallel loops
+_CFLAGS, _LDFLAGS = ('-O3', '-ffp-contract=off', '-fopenmp'), ('-fopenmp',)   # torch's own libgomp serves the parallel loops
 
 def native_enabled() -> bool:
     "Whether C++ kernels may be used: unset or anything but `LLM_LAB_NATIVE=0`."
@@ -264,7 +264,7 @@ def cpu_extension(name: str, source: str, functions: Sequence[str]):
         d.mkdir(parents=True, exist_ok=True)
         if not any(d.glob('*.so')): print(f"building the C++ kernel {name} (once, under {d})", file=sys.stderr)
         _EXTENSIONS[memo] = load_inline(key, cpp_sources=source, functions=list(functions), build_directory=str(d),
-                                       extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS, verbose=False)
+                                       extra_cflags=list(_CFLAGS), extra_ldflags=list(_LDFLAGS), verbose=False)   # copies: load_inline appends to its lists
     except Exception as e:                                   # no compiler, no ninja, a build error: the PyTorch path stays
         warnings.warn(f"C++ kernel {name} unavailable ({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}); "
                       "using the PyTorch path")

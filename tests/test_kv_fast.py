@@ -3,7 +3,7 @@ RoPE in place) against the reference path written from the definitions: dequanti
 concatenate. Every layer's keys and values are compared at every decode step, then the logits and greedy tokens of a
 model decoding through a cache whose streams read the reference way."""
 import pytest, torch
-from llm_lab.kv import KVStream, KVLayer, KIVICache, RecordingCache, unpack_bits
+from llm_lab.kv import KVStream, KVLayer, KIVICache, RecordingCache, unpack_bits, qtensor_kernel
 from llm_lab.kv.kvquant import KVQuantCache, KVQuantStream, capture_kv, calibrate_kvquant, kvquant_kernel
 from llm_lab.core import native_enabled
 from llm_lab.kv.think import ThinKCache, ThinKStream
@@ -122,6 +122,29 @@ def test_kvquant_write_equals_pytorch_path(arch):
                     assert (a is None) == (b is None), name
                     if a is not None: assert a.dtype == b.dtype and torch.equal(a, b), (arch, bits, name)
                 if outliers: assert ref.val.numel()                              # outliers were written
+
+
+@pytest.mark.parametrize('arch', ['llama', 'gpt_neox', 'gemma3'])
+def test_kivi_write_equals_pytorch_path(arch, monkeypatch):
+    "KIVI's fused C++ write (every step's flush) stores exactly what `quantize` and `torch.cat` store, and the logits agree."
+    if qtensor_kernel() is None: pytest.skip("C++ kernels are off or could not be built: the PyTorch write is the only one")
+    model, _ = tiny_model(arch)
+    ids = torch.randint(3, 259, (2, 70), generator=torch.Generator().manual_seed(3))
+    def run(native: bool):
+        if not native: monkeypatch.setenv('LLM_LAB_NATIVE', '0')
+        cache, logits = KIVICache(2, 8, 32), []
+        with torch.no_grad():
+            out = model(ids, past_key_values=cache, use_cache=True)
+            for _ in range(40):
+                out = model(out.logits[:, -1:].argmax(-1), past_key_values=cache, use_cache=True); logits.append(out.logits)
+        monkeypatch.delenv('LLM_LAB_NATIVE', raising=False)
+        return cache, torch.cat(logits, 1)
+    (fast, a), (ref, b) = run(True), run(False)
+    for lf, lr in zip(fast.layers, ref.layers):
+        for s, r in ((lf.k, lr.k), (lf.v, lr.v)):
+            assert s.q is not None and torch.equal(s.window, r.window)
+            for name in ('packed', 'scale', 'zero'): assert torch.equal(getattr(s.q, name), getattr(r.q, name)), (arch, name)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_kvquant_kernel_builds_unless_disabled():

@@ -15,7 +15,7 @@ from ..core import cpu_extension
 
 # %% auto #0
 __all__ = ['QTENSOR_CPP', 'METHODS', 'pack_bits', 'unpack_bits', 'unpack_float', 'qtensor_kernel', 'QTensor', 'quantize',
-           'dequantize', 'KVStream', 'KVLayer', 'KVCache', 'RecordingCache']
+           'append_quantized', 'dequantize', 'KVStream', 'KVLayer', 'KVCache', 'RecordingCache']
 
 # %% ../../nbs/200_kv.ipynb #f17ea7b0
 def _codes_per_unit(bits: int) -> tuple[int, int]:
@@ -66,6 +66,8 @@ def unpack_float(packed: torch.Tensor, bits: int, length: int, out: torch.Tensor
 QTENSOR_CPP = r'''
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -186,11 +188,104 @@ void qtensor_read(torch::Tensor packed, int64_t bits, int64_t length, torch::Ten
   else if (out.dtype() == torch::kFloat16) dispatch_bits<at::Half, float>(bits, packed, L, scale, zero, G, token_groups, ch, out);
   else TORCH_CHECK(false, "out: float32, float64, bfloat16 or float16");
 }
+
+// ---- the fused write: new tokens quantized as `quantize` does, packed, and appended along the token axis ----
+// One row of codes (Lp of them, the pad zero) packed as pack_bits does: code i at bits [i * bits, (i + 1) * bits) of
+// the row's little-endian bit stream.
+static inline void pack_codes(const uint8_t* q, int64_t Lp, int64_t bits, uint8_t* p) {
+  std::memset(p, 0, Lp * bits / 8);
+  for (int64_t i = 0; i < Lp; ++i) {
+    const int64_t off = i * bits, byte = off >> 3, sh = off & 7;
+    p[byte] |= uint8_t(q[i] << sh);
+    if (sh + bits > 8) p[byte + 1] |= uint8_t(q[i] >> (8 - sh));
+  }
+}
+
+// One group's scale and zero point rounded to S, and the code of each of its n values (strides `step` in x, `qstep` in q), in
+// the PyTorch path's float32 steps: scale = (max - min) / (2^b - 1) and zero = min, both stored in S; the code uses the
+// stored values, the scale clamped to float16's smallest normal: round-half-even((x - zero) / scale) clipped to [0, 2^b - 1].
+template <typename S>
+static inline void quantize_group(const float* x, int64_t n, int64_t step, int64_t bits, S* scale, S* zero, uint8_t* q, int64_t qstep) {
+  float mn = x[0], mx = x[0];
+  for (int64_t i = 1; i < n; ++i) { mn = std::min(mn, x[i * step]); mx = std::max(mx, x[i * step]); }
+  const float levels = float((1 << bits) - 1);
+  *scale = S((mx - mn) / levels);
+  *zero = S(mn);
+  const float s = std::max(float(*scale), 6.103515625e-05f), z = float(*zero);
+  for (int64_t i = 0; i < n; ++i) q[i * qstep] = uint8_t(std::min(std::max(std::nearbyint((x[i * step] - z) / s), 0.f), levels));
+}
+
+// The new tokens of every (batch, head): gathered from x's strides, grouped along tokens (token_groups: G tokens per
+// channel) or along channels (G channels per token), quantized, packed, and written after the T0 rows already there.
+template <typename S>
+static void append_rows(const float* x, int64_t s0, int64_t s1, int64_t s2, int64_t s3, int64_t B, int64_t H, int64_t t,
+                        int64_t L, int64_t Lp, int64_t bits, int64_t G, bool token_groups, uint8_t* packed, int64_t T, int64_t T0,
+                        int64_t P, S* scale, S* zero, int64_t R, int64_t R0, int64_t W) {
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, t * L));   // a token's flush runs inline
+  at::parallel_for(0, B * H, grain, [&](int64_t begin, int64_t end) {
+    std::vector<float> xr(t * L);
+    std::vector<uint8_t> q(t * Lp, 0);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const float* src = x + (bh / H) * s0 + (bh % H) * s1;
+      for (int64_t j = 0; j < t; ++j) for (int64_t c = 0; c < L; ++c) xr[j * L + c] = src[j * s2 + c * s3];
+      S* sc = scale + (bh * R + R0) * W;
+      S* zp = zero + (bh * R + R0) * W;
+      if (token_groups)                          // group g of channel c: tokens g*G .. g*G+G-1
+        for (int64_t g = 0; g < t / G; ++g) for (int64_t c = 0; c < L; ++c)
+          quantize_group<S>(xr.data() + g * G * L + c, G, L, bits, sc + g * W + c, zp + g * W + c, q.data() + g * G * Lp + c, Lp);
+      else                                       // group g of token j: channels g*G .. g*G+G-1
+        for (int64_t j = 0; j < t; ++j) for (int64_t g = 0; g < L / G; ++g)
+          quantize_group<S>(xr.data() + j * L + g * G, G, 1, bits, sc + j * W + g, zp + j * W + g, q.data() + j * Lp + g * G, 1);
+      for (int64_t j = 0; j < t; ++j) pack_codes(q.data() + j * Lp, Lp, bits, packed + (bh * T + T0 + j) * P);
+    }
+  });
+}
+
+// x (batch, heads, t, length) float32, any strides: the new tokens. packed (batch, heads, T0, P) uint8, scale and zero
+// (batch, heads, R0, W) in the scale dtype: what is stored so far (numel 0 when nothing is; the scale then only gives
+// the dtype). Returns [packed, scale, zero] with the new rows appended on axis 2, each a new tensor of exactly its size.
+std::vector<torch::Tensor> qtensor_append(torch::Tensor x, int64_t bits, int64_t group, bool token_groups,
+                                          torch::Tensor packed, torch::Tensor scale, torch::Tensor zero) {
+  TORCH_CHECK(x.dtype() == torch::kFloat32 && x.dim() == 4 && x.device().is_cpu(), "x: float32 (batch, heads, t, length) on the CPU");
+  TORCH_CHECK(bits >= 1 && bits <= 8, "qtensor_append: bits must be in 1..8, got ", bits);
+  const int64_t B = x.size(0), H = x.size(1), t = x.size(2), L = x.size(3), G = group;
+  const int64_t unit = (8 % bits == 0) ? 8 / bits : 8, Lp = (L + unit - 1) / unit * unit, P = Lp * bits / 8;
+  TORCH_CHECK(G >= 1 && (token_groups ? t % G == 0 : L % G == 0), "the group size does not divide the grouped axis");
+  const int64_t W = token_groups ? L : L / G, dR = token_groups ? t / G : t;
+  const bool any = packed.numel() > 0;
+  const int64_t T0 = any ? packed.size(2) : 0, R0 = any ? scale.size(2) : 0, T = T0 + t, R = R0 + dR;
+  TORCH_CHECK(!any || (packed.dtype() == torch::kUInt8 && packed.dim() == 4 && packed.is_contiguous() && packed.size(0) == B
+              && packed.size(1) == H && packed.size(3) == P), "packed: contiguous uint8 (batch, heads, T, ", P, ")");
+  TORCH_CHECK(scale.dtype() == zero.dtype() && (!any || (scale.dim() == 4 && scale.is_contiguous() && zero.is_contiguous()
+              && scale.sizes() == zero.sizes() && scale.size(0) == B && scale.size(1) == H && scale.size(3) == W
+              && R0 == (token_groups ? T0 / G : T0))), "scale, zero: contiguous, one per group, as the codes");
+  auto out_packed = torch::empty({B, H, T, P}, torch::kUInt8);
+  auto out_scale = torch::empty({B, H, R, W}, scale.options());
+  auto out_zero = torch::empty({B, H, R, W}, scale.options());
+  const int64_t es = scale.element_size();
+  uint8_t* op = out_packed.data_ptr<uint8_t>();
+  char *os = static_cast<char*>(out_scale.data_ptr()), *oz = static_cast<char*>(out_zero.data_ptr());
+  for (int64_t bh = 0; any && bh < B * H; ++bh) {   // what is stored so far, (batch, head) block by block
+    std::memcpy(op + bh * T * P, packed.data_ptr<uint8_t>() + bh * T0 * P, T0 * P);
+    std::memcpy(os + bh * R * W * es, static_cast<const char*>(scale.data_ptr()) + bh * R0 * W * es, R0 * W * es);
+    std::memcpy(oz + bh * R * W * es, static_cast<const char*>(zero.data_ptr()) + bh * R0 * W * es, R0 * W * es);
+  }
+  auto args = std::make_tuple(x.data_ptr<float>(), x.stride(0), x.stride(1), x.stride(2), x.stride(3), B, H, t, L, Lp, bits, G,
+                              token_groups, op, T, T0, P);
+  if (scale.dtype() == torch::kFloat16)
+    std::apply([&](auto... a) { append_rows<at::Half>(a..., out_scale.data_ptr<at::Half>(), out_zero.data_ptr<at::Half>(), R, R0, W); }, args);
+  else if (scale.dtype() == torch::kBFloat16)
+    std::apply([&](auto... a) { append_rows<at::BFloat16>(a..., out_scale.data_ptr<at::BFloat16>(), out_zero.data_ptr<at::BFloat16>(), R, R0, W); }, args);
+  else if (scale.dtype() == torch::kFloat32)
+    std::apply([&](auto... a) { append_rows<float>(a..., out_scale.data_ptr<float>(), out_zero.data_ptr<float>(), R, R0, W); }, args);
+  else TORCH_CHECK(false, "scales: float16, bfloat16 or float32");
+  return {out_packed, out_scale, out_zero};
+}
 '''
 
 def qtensor_kernel():
-    "The fused read (`QTENSOR_CPP`, built on first use), or None where C++ kernels are off or cannot be built."
-    return cpu_extension('qtensor_read', QTENSOR_CPP, ['qtensor_read'])
+    "The fused read and write (`QTENSOR_CPP`, built on first use), or None where C++ kernels are off or cannot be built."
+    return cpu_extension('qtensor', QTENSOR_CPP, ['qtensor_read', 'qtensor_append'])
 
 # %% ../../nbs/200_kv.ipynb #ab7450ae
 @dataclass
@@ -214,13 +309,19 @@ class QTensor:
         "The same quantized tensor with `fn` applied to its packed codes, scales and zero points (slicing leading axes, batch moves)."
         return QTensor(fn(self.packed), fn(self.scale), fn(self.zero), self.bits, self.group, self.dim, self.length)
 
-def quantize(x: torch.Tensor, bits: int, group: int, dim: int = -1, scale_dtype: torch.dtype = torch.float16) -> QTensor:
-    "Asymmetric min-max quantization of `x` in groups of `group` consecutive elements along `dim`."
+def _grouping(x: torch.Tensor, bits: int, group: int, dim: int) -> int:
+    "The grouped axis as a negative index, after checking the width and that `group` divides that axis."
     if not 1 <= bits <= 8: raise ValueError(f"bits must be in 1..8, got {bits}")
     if not -x.dim() <= dim < x.dim(): raise ValueError(f"dim {dim} is out of range for a {x.dim()}-d tensor")
     dim = dim if dim < 0 else dim - x.dim()
     n = x.shape[dim]
     if group < 1 or n % group: raise ValueError(f"axis {dim} has {n} elements, not a multiple of the group size {group}")
+    return dim
+
+def quantize(x: torch.Tensor, bits: int, group: int, dim: int = -1, scale_dtype: torch.dtype = torch.float16) -> QTensor:
+    "Asymmetric min-max quantization of `x` in groups of `group` consecutive elements along `dim`."
+    dim = _grouping(x, bits, group, dim)
+    n = x.shape[dim]
     xg = x.detach().float().unflatten(dim, (n // group, group))       # storage: no autograd history is kept
     mn, mx = xg.amin(dim), xg.amax(dim)
     scale, zero = ((mx - mn) / (2 ** bits - 1)).to(scale_dtype), mn.to(scale_dtype)
@@ -230,6 +331,31 @@ def quantize(x: torch.Tensor, bits: int, group: int, dim: int = -1, scale_dtype:
     pad = -x.shape[-1] % unit                                        # a head of 39 kept channels packs as 40 codes
     codes = torch.nn.functional.pad(codes, (0, pad)) if pad else codes
     return QTensor(pack_bits(codes.to(torch.uint8), bits), scale, zero, bits, group, dim, x.shape[-1])
+
+def append_quantized(q: QTensor | None, x: torch.Tensor, bits: int, group: int, dim: int = -1,
+                     scale_dtype: torch.dtype = torch.float16, native: bool | None = None) -> QTensor:
+    """`x` (batch, heads, tokens, length) quantized as `quantize` does and appended to `q` along the token axis (-2),
+    where codes, scales and zero points run whichever axis the groups follow: a new `QTensor` (x's alone when `q` is
+    None). `native`: the fused C++ write (`QTENSOR_CPP`'s `qtensor_append`: quantize, pack and concatenate in one call)
+    on CPU where it is built (None, the default), always (True: an error where it cannot run) or never (False:
+    `quantize`, then three concatenations: the reference)."""
+    dim = _grouping(x, bits, group, dim)
+    if x.dim() != 4 or dim not in (-1, -2): raise ValueError(f"append_quantized takes (batch, heads, tokens, length) grouped along one of the last two axes, got {x.dim()}-d, dim {dim}")
+    if q is not None and (q.bits, q.group, q.dim, q.length, q.scale.dtype) != (bits, group, dim, x.shape[-1], scale_dtype):
+        raise ValueError(f"cannot append {bits}-bit groups of {group} on axis {dim}, {x.shape[-1]} wide, {scale_dtype} scales, to a QTensor of "
+                         f"{q.bits}-bit groups of {q.group} on axis {q.dim}, {q.length} wide, {q.scale.dtype} scales")
+    fits = x.device.type == 'cpu' and scale_dtype in (torch.float16, torch.bfloat16, torch.float32)
+    kernel = qtensor_kernel() if native is not False and fits else None
+    if native and kernel is None:
+        raise RuntimeError("the fused write runs on CPU, with float16, bfloat16 or float32 scales, and C++ kernels built (see llm_lab.core.cpu_extension)")
+    if kernel is not None:
+        old = (q.packed, q.scale, q.zero) if q is not None else (torch.empty(0, dtype=torch.uint8), *[torch.empty(0, dtype=scale_dtype)] * 2)
+        packed, scale, zero = kernel.qtensor_append(x.detach().float(), bits, group, dim == -2, *(t.contiguous() for t in old))
+        return QTensor(packed, scale, zero, bits, group, dim, x.shape[-1])
+    new = quantize(x, bits, group, dim, scale_dtype)
+    if q is None: return new
+    return QTensor(torch.cat([q.packed, new.packed], -2), torch.cat([q.scale, new.scale], -2), torch.cat([q.zero, new.zero], -2),
+                   bits, group, dim, q.length)
 
 def dequantize(q: QTensor, dtype: torch.dtype = torch.float32, out: torch.Tensor | None = None,
                channels: torch.Tensor | None = None, native: bool | None = None) -> torch.Tensor:
@@ -333,8 +459,9 @@ class KVStream:
 
     def add(self, x: torch.Tensor):
         "Flush what the last append left over, then add new tokens `(batch, heads, t, head_dim)` to the window (no read)."
-        self.flush()
-        if self.bits is not None: self._group_for(x)             # a bad group size fails now, not when the window first flushes
+        if self.bits is not None:
+            self._group_for(x)                                   # a bad group size fails now, not when the window first flushes
+            if self.window is not None: self._flush(copy=False)  # the concatenation below copies what stays
         self.window = x if self.window is None else torch.cat([self.window, x], dim=-2)
         self.per_token = x.shape[0] * x.shape[1] * x.shape[-1]
 
@@ -353,18 +480,14 @@ class KVStream:
         block = self.residual or self.group
         return (n // block) * block
 
-    def _flush(self):
+    def _flush(self, copy: bool = True):
+        "Quantize the tokens past the window into the past; `copy=False` leaves the window a slice (the caller replaces it)."
         k = self._n_flush()
         if k == 0: return
-        old, self.window = self.window[..., :k, :], self.window[..., k:, :].clone()  # clone: a slice would keep the old storage
+        old, rest = self.window[..., :k, :], self.window[..., k:, :]
+        self.window = rest.clone() if copy else rest                 # clone: a slice would keep the old storage
         dim = -2 if self.axis == 'channel' else -1
-        q = quantize(old, self.bits, self._group_for(old), dim, self.scale_dtype)
-        self.q = q if self.q is None else self._cat(self.q, q)
-
-    def _cat(self, a: QTensor, b: QTensor) -> QTensor:
-        "Codes, scales and zero points all run along the token axis (-2), whichever axis the groups follow."
-        return QTensor(torch.cat([a.packed, b.packed], -2), torch.cat([a.scale, b.scale], -2), torch.cat([a.zero, b.zero], -2),
-                       a.bits, a.group, a.dim, a.length)
+        self.q = append_quantized(self.q, old, self.bits, self._group_for(old), dim, self.scale_dtype)
 
     def crop(self, n: int):
         "Drop the last `n` tokens (speculative decoding's rollback); re-opens a partly dropped channel group into the window."
