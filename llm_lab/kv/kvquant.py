@@ -437,8 +437,8 @@ class KVQuantStream:
         B, H, hd = self.shape
         T, dev, f32, none = self.T, out.device, torch.float32, torch.empty(0)
         table = self._read_table(dev)
-        mid, half = (none, none) if self.dt.per_channel else (self.mid.float().view(B, T), self.half.float().view(B, T))
-        val = none if self.val is None else self.val.float()
+        mid, half = (none, none) if self.dt.per_channel else (self.mid.contiguous(), self.half.contiguous())   # fp16 as stored: the kernel widens them
+        val = none if self.val is None else self.val
         col = torch.empty(0, dtype=torch.int16) if self.col is None else self.col
         cos, sin = (none, none) if self.rope is None else (t[0].contiguous() for t in self.rope(self.n - T, self.n, out))
         direct = out.dtype == f32 and out.stride(-1) == 1
@@ -555,54 +555,128 @@ KVQUANT_CPP = r'''
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <immintrin.h>
 #include <limits>
 #include <numeric>
 #include <vector>
 
-// One token row's D codes into x: pack_bits' little-endian bit stream, read a packing unit at a time (a byte of 2- or
-// 4-bit codes, 3 bytes of 8 3-bit codes); each code looked up in the channel's table or in the shared levels times the
-// token's half range plus its mid (two roundings, as the PyTorch path's mul_ then add_).
-template <int BITS, bool PER_CHANNEL>
-static inline void decode_row(const uint8_t* p, int64_t D, const float* tab, float h, float m, float* x) {
-  constexpr int L = 1 << BITS, MASK = L - 1;
-  auto put = [&](int64_t c, uint32_t code) {
-    if (PER_CHANNEL) x[c] = tab[c * L + code];
-    else { float y = tab[code] * h; x[c] = y + m; }
-  };
-  if (BITS == 3) {
-    for (int64_t c = 0, u = 0; c < D; c += 8, u += 3) {
-      uint32_t w = uint32_t(p[u]) | (uint32_t(p[u + 1]) << 8) | (uint32_t(p[u + 2]) << 16);
-      for (int j = 0; j < 8 && c + j < D; ++j) put(c + j, (w >> (3 * j)) & MASK);
+// A row's codes 8 at a time with AVX2, for token-scaled rows: the 8 codes (BITS bytes) spread to 8 lanes by variable
+// shifts, each lane's value picked from the row's own table by a register permute (16 levels: two permutes and a select
+// on the code's top bit). Values are only selected, never computed, so the result is the scalar path's bit for bit.
+// Returns how many codes it wrote (whole blocks of 8).
+template <int BITS>
+__attribute__((target("avx2"))) static int64_t decode_token_avx2(const uint8_t* p, int64_t D, const float* own, float* x) {
+  const __m256i shifts = _mm256_setr_epi32(0, BITS, 2 * BITS, 3 * BITS, 4 * BITS, 5 * BITS, 6 * BITS, 7 * BITS);
+  const __m256i mask = _mm256_set1_epi32((1 << BITS) - 1);
+  const __m256 lo = _mm256_loadu_ps(own), hi = _mm256_loadu_ps(own + (BITS == 4 ? 8 : 0));
+  const int64_t blocks = D / 8;
+  for (int64_t u = 0; u < blocks; ++u) {
+    const uint8_t* q = p + u * BITS;                     // little-endian: code j at bits [j * BITS, (j + 1) * BITS)
+    uint32_t w = q[0];                                   // byte by byte: a 3-byte memcpy is a library call
+    if (BITS >= 2) w |= uint32_t(q[1]) << 8;
+    if (BITS >= 3) w |= uint32_t(q[2]) << 16;
+    if (BITS >= 4) w |= uint32_t(q[3]) << 24;
+    const __m256i idx = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(w)), shifts), mask);
+    __m256 v = _mm256_permutevar8x32_ps(lo, idx);       // lanes pick by the low 3 bits
+    if (BITS == 4) v = _mm256_blendv_ps(v, _mm256_permutevar8x32_ps(hi, idx), _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+    _mm256_storeu_ps(x + u * 8, v);
+  }
+  return blocks * 8;
+}
+
+// The same for channel-scaled rows: lane c's value is level code[c] of channel c's own table, chosen among the 2^BITS
+// candidates (tabT: the tables transposed, (2^BITS, D), so the candidates of 8 channels are one load each) by a tree
+// of selects on the code's bits, lowest first.
+template <int BITS>
+__attribute__((target("avx2"))) static int64_t decode_channel_avx2(const uint8_t* p, int64_t D, const float* tabT, float* x) {
+  constexpr int L = 1 << BITS;
+  const __m256i shifts = _mm256_setr_epi32(0, BITS, 2 * BITS, 3 * BITS, 4 * BITS, 5 * BITS, 6 * BITS, 7 * BITS);
+  const int64_t blocks = D / 8;
+  for (int64_t u = 0; u < blocks; ++u) {
+    const uint8_t* q = p + u * BITS;
+    uint32_t w = q[0];
+    if (BITS >= 2) w |= uint32_t(q[1]) << 8;
+    if (BITS >= 3) w |= uint32_t(q[2]) << 16;
+    if (BITS >= 4) w |= uint32_t(q[3]) << 24;
+    const __m256i idx = _mm256_srlv_epi32(_mm256_set1_epi32(int(w)), shifts);   // code j in lane j's low BITS bits
+    __m256 v[L];
+#pragma GCC unroll 16
+    for (int k = 0; k < L; ++k) v[k] = _mm256_loadu_ps(tabT + k * D + u * 8);
+#pragma GCC unroll 4
+    for (int b = 0; b < BITS; ++b) {                      // pairs differing in bit b: keep the one the code names
+      const __m256 m = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 31 - b));
+#pragma GCC unroll 8
+      for (int k = 0; k < (L >> (b + 1)); ++k) v[k] = _mm256_blendv_ps(v[2 * k], v[2 * k + 1], m);
     }
-  } else {
-    constexpr int N = 8 / BITS;
-    for (int64_t c = 0, u = 0; c < D; c += N, ++u)
-      for (int j = 0; j < N && c + j < D; ++j) put(c + j, (uint32_t(p[u]) >> (BITS * j)) & MASK);
+    _mm256_storeu_ps(x + u * 8, v[0]);
+  }
+  return blocks * 8;
+}
+
+static bool has_avx2() { static const bool yes = __builtin_cpu_supports("avx2"); return yes; }
+
+// One token row's D codes into x: pack_bits' little-endian bit stream, read a packing unit at a time (a byte of 2- or
+// 4-bit codes, 3 bytes of 8 3-bit codes); each code looked up in the channel's table, or in the row's own table: the
+// shared levels times the token's half range plus its mid, 2^bits entries made once per row in the PyTorch path's
+// two roundings (mul_ then add_), so a code costs one lookup either way. Whole units unrolled, a partial last one apart.
+// Not auto-vectorised: GCC 12 turns the 2- and 4-bit loops into SSE byte shuffles spilled to the stack and read back
+// one byte at a time, 2-3x slower than these scalar lookups (measured).
+template <int BITS, bool PER_CHANNEL>
+__attribute__((optimize("no-tree-vectorize"))) static void decode_row(const uint8_t* p, int64_t D, const float* tab, const float* tabT, float h, float m, float* x) {
+  constexpr int L = 1 << BITS, MASK = L - 1, N = BITS == 3 ? 8 : 8 / BITS;
+  float own[L < 8 ? 8 : L] = {};
+  if (!PER_CHANNEL) for (int i = 0; i < L; ++i) { float y = tab[i] * h; own[i] = y + m; }
+  const int64_t done = !has_avx2() ? 0 : PER_CHANNEL ? decode_channel_avx2<BITS>(p, D, tabT, x) : decode_token_avx2<BITS>(p, D, own, x);   // a multiple of 8, so of N
+  auto unit = [&](int64_t u) -> uint32_t {
+    return BITS == 3 ? uint32_t(p[u * 3]) | (uint32_t(p[u * 3 + 1]) << 8) | (uint32_t(p[u * 3 + 2]) << 16) : uint32_t(p[u]);
+  };
+  const int64_t whole = D / N;
+  for (int64_t u = done / N; u < whole; ++u) {
+    const uint32_t w = unit(u);
+    float* xo = x + u * N;
+    const float* t = PER_CHANNEL ? tab + u * N * L : own;
+#pragma GCC unroll 8
+    for (int j = 0; j < N; ++j) xo[j] = t[(PER_CHANNEL ? j * L : 0) + ((w >> (BITS * j)) & MASK)];
+  }
+  if (whole * N < D) {
+    const uint32_t w = unit(whole);
+    for (int64_t c = whole * N; c < D; ++c) {
+      const uint32_t code = (w >> (BITS * (c - whole * N))) & MASK;
+      x[c] = PER_CHANNEL ? tab[c * L + code] : own[code];
+    }
   }
 }
 
-// Rows in (token, batch) order, as the CSR outliers: decode, outliers over it, each head rotated (rotate_half layout,
-// the first r channels; the rest pass) and stored at out[b, head, t, :].
+// One head's row rotated (rotate_half layout, the first r channels; the rest pass) into o: x cos -/+ rotate_half(x) sin in
+// two roundings, no contraction. Built for AVX2 and plain x86-64, picked at load time (target_clones).
+__attribute__((target_clones("avx2", "default")))
+static void rope_row(const float* x, const float* c, const float* s, float* o, int64_t r, int64_t hd) {
+  const int64_t r2 = r / 2;
+  for (int64_t d = 0; d < r2; ++d) { float y = x[d] * c[d]; float z = x[d + r2] * s[d]; o[d] = y - z; }
+  for (int64_t d = r2; d < r; ++d) { float y = x[d] * c[d]; float z = x[d - r2] * s[d]; o[d] = y + z; }
+  for (int64_t d = r; d < hd; ++d) o[d] = x[d];
+}
+
+// Rows in (token, batch) order, as the CSR outliers: decode, outliers over it, each head rotated and stored at
+// out[b, head, t, :].
 template <int BITS, bool PER_CHANNEL>
-static void read_rows(const uint8_t* codes, int64_t B, int64_t T, int64_t P, const float* tab, const float* mid,
-                      const float* half, const int32_t* ptr, const int16_t* col, const float* val, const float* cos,
+static void read_rows(const uint8_t* codes, int64_t B, int64_t T, int64_t P, const float* tab, const float* tabT, const at::Half* mid,
+                      const at::Half* half, const int32_t* ptr, const int16_t* col, const at::Half* val, const float* cos,
                       const float* sin, int64_t r, float* out, int64_t H, int64_t hd, int64_t sb, int64_t sh, int64_t st) {
-  const int64_t D = H * hd, r2 = r / 2;
+  const int64_t D = H * hd;
   at::parallel_for(0, T * B, 32, [&](int64_t begin, int64_t end) {
     std::vector<float> buf(D);
     float* x = buf.data();
     for (int64_t row = begin; row < end; ++row) {
       const int64_t t = row / B, b = row % B, bt = b * T + t;
-      decode_row<BITS, PER_CHANNEL>(codes + bt * P, D, tab, PER_CHANNEL ? 0.f : half[bt], PER_CHANNEL ? 0.f : mid[bt], x);
-      for (int32_t e = ptr[row]; e < ptr[row + 1]; ++e) x[col[e]] = val[e];
+      decode_row<BITS, PER_CHANNEL>(codes + bt * P, D, tab, tabT, PER_CHANNEL ? 0.f : float(half[bt]), PER_CHANNEL ? 0.f : float(mid[bt]), x);
+      for (int32_t e = ptr[row]; e < ptr[row + 1]; ++e) x[col[e]] = float(val[e]);
       const float* c = cos + t * r;
       const float* s = sin + t * r;
       for (int64_t h = 0; h < H; ++h) {
-        const float* xh = x + h * hd;
         float* o = out + b * sb + h * sh + t * st;
-        for (int64_t d = 0; d < r2; ++d) { float y = xh[d] * c[d]; float z = xh[d + r2] * s[d]; o[d] = y - z; }
-        for (int64_t d = r2; d < r; ++d) { float y = xh[d] * c[d]; float z = xh[d - r2] * s[d]; o[d] = y + z; }
-        for (int64_t d = r; d < hd; ++d) o[d] = xh[d];
+        if (r) rope_row(x + h * hd, c, s, o, r, hd);
+        else std::memcpy(o, x + h * hd, hd * sizeof(float));
       }
     }
   });
@@ -616,17 +690,24 @@ void kvquant_read(torch::Tensor codes, int64_t bits, bool per_channel, torch::Te
   const int64_t B = codes.size(0), T = codes.size(1), P = codes.size(2), H = out.size(1), hd = out.size(3), D = H * hd;
   TORCH_CHECK(out.size(0) == B && out.size(2) == T && P * 8 >= D * bits, "out does not match the codes");
   TORCH_CHECK(table.dtype() == torch::kFloat32 && table.is_contiguous() && table.size(1) == (1 << bits) && table.size(0) == (per_channel ? D : 1), "table: float32 (D or 1, 2^bits)");
-  TORCH_CHECK(ptr.dtype() == torch::kInt32 && ptr.numel() == T * B + 1 && col.dtype() == torch::kInt16 && val.dtype() == torch::kFloat32 && col.numel() == val.numel(), "outliers: int32 row pointer (T * batch + 1), int16 channels, float32 values");
-  TORCH_CHECK(per_channel || (mid.dtype() == torch::kFloat32 && half.dtype() == torch::kFloat32 && mid.numel() == B * T && half.numel() == B * T && mid.is_contiguous() && half.is_contiguous()), "mid, half: float32 (batch, T)");
+  TORCH_CHECK(ptr.dtype() == torch::kInt32 && ptr.is_contiguous() && ptr.numel() == T * B + 1 && col.numel() == val.numel() && (col.numel() == 0 || (col.dtype() == torch::kInt16 && val.dtype() == torch::kHalf && col.is_contiguous() && val.is_contiguous())), "outliers: int32 row pointer (T * batch + 1), int16 channels, fp16 values");
+  TORCH_CHECK(per_channel || (mid.dtype() == torch::kHalf && half.dtype() == torch::kHalf && mid.numel() == B * T && half.numel() == B * T && mid.is_contiguous() && half.is_contiguous()), "mid, half: fp16 (batch, T, 1)");
   const int64_t r = cos.numel() ? cos.size(1) : 0;
   TORCH_CHECK(r == 0 || (cos.dtype() == torch::kFloat32 && sin.dtype() == torch::kFloat32 && cos.is_contiguous() && sin.is_contiguous() && cos.size(0) == T && sin.sizes() == cos.sizes() && r <= hd && r % 2 == 0), "cos, sin: float32 (T, rotary_dim)");
-  const float* m = per_channel ? nullptr : mid.data_ptr<float>();
-  const float* h = per_channel ? nullptr : half.data_ptr<float>();
+  const at::Half* m = per_channel ? nullptr : mid.data_ptr<at::Half>();
+  const at::Half* h = per_channel ? nullptr : half.data_ptr<at::Half>();
   const int16_t* cl = col.numel() ? col.data_ptr<int16_t>() : nullptr;
-  const float* v = val.numel() ? val.data_ptr<float>() : nullptr;
+  const at::Half* v = val.numel() ? val.data_ptr<at::Half>() : nullptr;
   const float* cs = r ? cos.data_ptr<float>() : nullptr;
   const float* sn = r ? sin.data_ptr<float>() : nullptr;
-#define READ(BITS, PC) read_rows<BITS, PC>(codes.data_ptr<uint8_t>(), B, T, P, table.data_ptr<float>(), m, h, ptr.data_ptr<int32_t>(), cl, v, cs, sn, r, out.data_ptr<float>(), H, hd, out.stride(0), out.stride(1), out.stride(2))
+  std::vector<float> tabT;                       // per channel: the tables transposed, (2^bits, D), for the vector path
+  if (per_channel) {
+    const int64_t L = int64_t(1) << bits;
+    const float* tb = table.data_ptr<float>();
+    tabT.resize(L * D);
+    for (int64_t c = 0; c < D; ++c) for (int64_t k = 0; k < L; ++k) tabT[k * D + c] = tb[c * L + k];
+  }
+#define READ(BITS, PC) read_rows<BITS, PC>(codes.data_ptr<uint8_t>(), B, T, P, table.data_ptr<float>(), tabT.data(), m, h, ptr.data_ptr<int32_t>(), cl, v, cs, sn, r, out.data_ptr<float>(), H, hd, out.stride(0), out.stride(1), out.stride(2))
   if (bits == 2) { if (per_channel) READ(2, true); else READ(2, false); }
   else if (bits == 3) { if (per_channel) READ(3, true); else READ(3, false); }
   else if (bits == 4) { if (per_channel) READ(4, true); else READ(4, false); }
