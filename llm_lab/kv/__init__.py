@@ -137,16 +137,24 @@ __attribute__((target("avx2"))) static void affine_row_avx2(const uint8_t* p, in
 
 static bool has_avx2() { static const bool yes = __builtin_cpu_supports("avx2"); return yes; }
 
-// The vector path where it applies (float32, widths up to 4, whole blocks of 8 in the row and in a channel group); false
-// where the caller keeps the scalar one.
+// The vector path where it applies (float32, widths up to 4, channel groups a multiple of 8): whole blocks of 8 codes
+// by AVX2, the last L % 8 (a row of kept channels, say 39 of 64; then the groups run along tokens) by the scalar loop,
+// from the byte where they start (8 codes end on a byte boundary); false where the caller keeps the scalar path.
 template <int BITS>
-static inline bool fast_row(const uint8_t* p, int64_t L, const float* s, const float* z, int64_t G, bool token_groups, float* o) {
-  if (BITS > 4 || L % 8 || (!token_groups && G % 8) || !has_avx2()) return false;
-  affine_row_avx2<(BITS > 4 ? 4 : BITS)>(p, L, s, z, G, token_groups, o);
+static inline bool fast_row(const uint8_t* p, int64_t L, int64_t P, const float* s, const float* z, int64_t G, bool token_groups,
+                            float* o, float* x) {
+  if (BITS > 4 || (!token_groups && (G % 8 || L % 8)) || L < 8 || !has_avx2()) return false;
+  constexpr int B = BITS > 4 ? 4 : BITS;
+  const int64_t L8 = L / 8 * 8;
+  affine_row_avx2<B>(p, L8, s, z, G, token_groups, o);
+  if (L8 < L) {
+    decode_codes<B, float>(p + L8 * B / 8, L - L8, P - L8 * B / 8, x);
+    affine(x, s + L8, z + L8, o + L8, L - L8);
+  }
   return true;
 }
 template <int BITS>
-static inline bool fast_row(const uint8_t*, int64_t, const double*, const double*, int64_t, bool, double*) { return false; }
+static inline bool fast_row(const uint8_t*, int64_t, int64_t, const double*, const double*, int64_t, bool, double*, double*) { return false; }
 
 // Every (batch, head, token) row: code * scale + zero (two roundings in ACC, as the PyTorch path's mul_ then add_), rounded
 // once to OUT, stored at out[b, h, t, c], or at out[b, h, t, channels[b, h, c]] with the row's other channels zero.
@@ -165,7 +173,7 @@ static void read_rows(const uint8_t* packed, int64_t H, int64_t T, int64_t P, in
       ACC* dst = (same && !ch) ? reinterpret_cast<ACC*>(o) : y;
       // token groups: one scale per channel and G tokens, the row's (L,) slice of its group; else one per token and G channels
       const int64_t off = token_groups ? (bh * (T / G) + t / G) * L : row * (L / G);
-      if (!fast_row<BITS>(packed + row * P, L, scale + off, zero + off, G, token_groups, dst)) {
+      if (!fast_row<BITS>(packed + row * P, L, P, scale + off, zero + off, G, token_groups, dst, x)) {
         decode_codes<BITS, ACC>(packed + row * P, L, P, x);
         if (token_groups) affine(x, scale + off, zero + off, dst, L);
         else for (int64_t g = 0; g < L / G; ++g) affine1(x + g * G, scale[off + g], zero[off + g], dst + g * G, G);
